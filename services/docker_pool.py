@@ -1,0 +1,89 @@
+"""Docker calls off the event loop, in pools of threads, one client per thread and host.
+
+DockerSpawner sends every call of every user through one thread; a slow call (an image
+commit, a pull) then stalls everyone's start. Here short calls share a pool of
+``Platform.docker_threads`` threads and long operations get a separate pool.
+"""
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import docker
+from docker.errors import DockerException
+
+DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
+
+
+def make_client(docker_url: str = DEFAULT_DOCKER_URL, tls: dict | None = None, timeout: int = 60):
+    """A low-level client for one Docker endpoint (``unix://`` or ``tcp://`` with TLS files)."""
+    kwargs = {"base_url": docker_url, "version": "auto", "timeout": timeout}
+    if tls:
+        kwargs["tls"] = docker.tls.TLSConfig(
+            client_cert=(tls["cert"], tls["key"]) if tls.get("cert") else None,
+            ca_cert=tls.get("ca"),
+            verify=bool(tls.get("ca")),
+        )
+    return docker.APIClient(**kwargs)
+
+
+def bridge_gateway(docker_url: str = DEFAULT_DOCKER_URL, fallback: str = "172.17.0.1") -> str:
+    """The host's address on Docker's default bridge: where containers reach the hub."""
+    try:
+        client = make_client(docker_url, timeout=5)
+        net = client.inspect_network("bridge")
+        for cfg in net.get("IPAM", {}).get("Config") or []:
+            if cfg.get("Gateway"):
+                return cfg["Gateway"]
+    except (DockerException, OSError):
+        pass
+    return fallback
+
+
+class DockerPool:
+    """Runs Docker API calls for any configured host in background threads."""
+
+    def __init__(self, platform):
+        self._platform = platform
+        self._local = threading.local()
+        self.short = ThreadPoolExecutor(
+            max_workers=platform.docker_threads, thread_name_prefix="docker"
+        )
+        self.long = ThreadPoolExecutor(
+            max_workers=platform.long_docker_threads, thread_name_prefix="docker-long"
+        )
+
+    def client(self, host_name: str):
+        """This thread's client for a host (created on first use)."""
+        clients = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = self._local.clients = {}
+        if host_name not in clients:
+            host = self._platform.resources.host(host_name)
+            clients[host_name] = make_client(
+                host.docker_url, host.tls, timeout=self._platform.docker_timeout
+            )
+        return clients[host_name]
+
+    def _call(self, host_name, method, args, kwargs):
+        return getattr(self.client(host_name), method)(*args, **kwargs)
+
+    def call(self, host_name: str, method: str, *args, **kwargs) -> asyncio.Future:
+        """``await pool.call("local", "inspect_container", cid)`` — a short call."""
+        return asyncio.wrap_future(
+            self.short.submit(self._call, host_name, method, args, kwargs)
+        )
+
+    def call_long(self, host_name: str, method: str, *args, **kwargs) -> asyncio.Future:
+        """Like :meth:`call`, on the pool kept for commits, pulls and builds."""
+        return asyncio.wrap_future(
+            self.long.submit(self._call, host_name, method, args, kwargs)
+        )
+
+    def run(self, host_name: str, func, *args) -> asyncio.Future:
+        """Run ``func(client, *args)`` in the short pool (several calls in one thread hop)."""
+
+        def job():
+            return func(self.client(host_name), *args)
+
+        return asyncio.wrap_future(self.short.submit(job))

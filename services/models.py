@@ -1,0 +1,140 @@
+"""Tables of the platform database.
+
+Docker is the truth of what runs (labels on every container); these tables hold
+intent and history: accounts, workloads, and the resource ledger.
+"""
+
+import enum
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    """Naive UTC, as stored in the database."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class AccountStatus(str, enum.Enum):
+    pending = "pending"  # signed up, waiting for an admin's approval
+    active = "active"
+    rejected = "rejected"
+
+
+class Account(Base):
+    """A person who can sign in. The hub's own user table holds the rest."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(255), unique=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default=AccountStatus.active.value)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    approved_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    password_changed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class WorkloadKind(str, enum.Enum):
+    notebook = "notebook"
+    debug = "debug"
+    job = "job"
+    cache = "cache"
+
+
+class WorkloadState(str, enum.Enum):
+    starting = "starting"  # resources allocated, container being created
+    running = "running"
+    ended = "ended"
+
+
+class Workload(Base):
+    """Anything a user runs in a container, from request to end."""
+
+    __tablename__ = "workloads"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    user: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    state: Mapped[str] = mapped_column(String(16), default=WorkloadState.starting.value)
+    region: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    image: Mapped[str] = mapped_column(String(512))
+    cpu_milli: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    gpu_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    gpu_count: Mapped[int] = mapped_column(Integer, default=0)
+    options: Mapped[dict] = mapped_column(JSON, default=dict)
+    container_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    container_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    __table_args__ = (Index("ix_workloads_user_kind_created", "user", "kind", "created_at"),)
+
+
+class Allocation(Base):
+    """Resources held by one workload on one host (the ledger's line)."""
+
+    __tablename__ = "allocations"
+
+    workload_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("workloads.id", ondelete="CASCADE"), primary_key=True
+    )
+    user: Mapped[str] = mapped_column(String(255), index=True)
+    host: Mapped[str] = mapped_column(String(64), index=True)
+    region: Mapped[str] = mapped_column(String(64))
+    cpu_milli: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    gpu_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    gpu_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class GpuAllocation(Base):
+    """One GPU index held by one workload. The unique constraint is the lock."""
+
+    __tablename__ = "gpu_allocations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(64))
+    gpu_index: Mapped[int] = mapped_column(Integer)
+    workload_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("allocations.workload_id", ondelete="CASCADE"), index=True
+    )
+
+    __table_args__ = (UniqueConstraint("host", "gpu_index", name="uq_gpu_host_index"),)
+
+
+class UsageCounter(Base):
+    """Running totals per host and per user, updated only by conditional UPDATEs.
+
+    ``scope`` is ``host`` or ``user``. A conditional ``UPDATE ... WHERE used + x <= cap``
+    is atomic on SQLite and PostgreSQL alike, so no two processes can over-commit.
+    """
+
+    __tablename__ = "usage_counters"
+
+    scope: Mapped[str] = mapped_column(String(8), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    cpu_milli: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mb: Mapped[int] = mapped_column(Integer, default=0)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)

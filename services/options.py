@@ -1,0 +1,178 @@
+"""The one validator of workload options.
+
+Raw input from a form or a JSON body becomes a typed :class:`WorkloadRequest`, or an
+:class:`~services.errors.OptionError` whose message names the field and the limit.
+Notebooks, debug sessions and jobs all come through here; nothing is created or
+allocated before it passes.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+from .errors import OptionError
+from .identity import Requester
+from .images import ImageChoice
+from .paths import Mount
+
+COMMON_FIELDS = ("image", "region", "cpu", "memory_gb", "gpus", "gpu_model", "mounts")
+MIN_CPU_MILLI = 100
+MIN_MEMORY_MB = 256
+
+
+@dataclass(frozen=True)
+class ResourceRequest:
+    region: str
+    cpu_milli: int
+    memory_mb: int
+    gpu_count: int = 0
+    gpu_model: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkloadRequest:
+    kind: str
+    image: ImageChoice
+    resources: ResourceRequest
+    mounts: tuple[Mount, ...]
+    extra: dict = field(default_factory=dict)  # kind-specific fields, checked by their module
+
+    def as_options(self) -> dict:
+        """The normalized options, as stored and used to pre-fill the next form."""
+        r = self.resources
+        return {
+            "image": self.image.name,
+            "region": r.region,
+            "cpu": r.cpu_milli / 1000,
+            "memory_gb": r.memory_mb / 1024,
+            "gpus": r.gpu_count,
+            "gpu_model": r.gpu_model or "",
+            "mounts": [
+                {"host_path": m.host_path, "container_path": m.container_path, "read_only": m.read_only}
+                for m in self.mounts
+            ],
+            **self.extra,
+        }
+
+
+def _number(raw, field_name: str, *, whole: bool = False) -> float:
+    if isinstance(raw, bool):
+        raise OptionError(field_name, "must be a number")
+    if isinstance(raw, str):
+        raw = raw.strip()
+        if not raw:
+            raise OptionError(field_name, "is required")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise OptionError(field_name, f"must be a {'whole ' if whole else ''}number") from None
+    if not math.isfinite(value):
+        raise OptionError(field_name, "must be a finite number")
+    if whole and value != int(value):
+        raise OptionError(field_name, "must be a whole number")
+    return value
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+def _plural(value: float, unit: str) -> str:
+    return f"{_fmt(value)} {unit}{'' if value == 1 else 's'}"
+
+
+def validate_request(platform, requester: Requester, kind: str, raw, extra_fields=()) -> WorkloadRequest:
+    """Check ``raw`` (form or JSON options) for a workload of ``kind`` by ``requester``."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise OptionError("options", "must be an object of option names to values")
+    allowed = set(COMMON_FIELDS) | set(extra_fields)
+    for key in raw:
+        if key not in allowed:
+            raise OptionError(str(key)[:64], f"unknown option; allowed: {', '.join(sorted(allowed))}")
+
+    resources = platform.resources
+    quotas = platform.quotas
+    defaults = quotas.request_defaults
+    limits = quotas.limits_for(requester)
+
+    image = _image(platform, requester, kind, raw.get("image"))
+    region = _region(resources, raw.get("region"))
+    hosts = [h for h in resources.hosts_in(region) if h.online]
+    if not hosts:
+        raise OptionError("region", f"no host of region '{region}' is online now")
+
+    cpu = _number(raw.get("cpu", defaults["cpu"]), "cpu")
+    cpu_milli = int(round(cpu * 1000))
+    if cpu_milli < MIN_CPU_MILLI:
+        raise OptionError("cpu", f"must be at least {MIN_CPU_MILLI / 1000:g} cores")
+    biggest_cpu = max(h.cpus for h in hosts)
+    if cpu > biggest_cpu:
+        raise OptionError("cpu", f"{_plural(cpu, 'core')} is more than any host in region '{region}' has ({_fmt(biggest_cpu)})")
+    if cpu_milli > limits.cpu_milli:
+        raise OptionError("cpu", f"{_plural(cpu, 'core')} is more than your quota of {_plural(limits.cpu, 'core')}")
+
+    memory_gb = _number(raw.get("memory_gb", defaults["memory_gb"]), "memory_gb")
+    memory_mb = int(round(memory_gb * 1024))
+    if memory_mb < MIN_MEMORY_MB:
+        raise OptionError("memory_gb", f"must be at least {MIN_MEMORY_MB / 1024:g} GB")
+    biggest_mem = max(h.memory_mb for h in hosts)
+    if memory_mb > biggest_mem:
+        raise OptionError("memory_gb", f"{_fmt(memory_gb)} GB is more than any host in region '{region}' has ({biggest_mem / 1024:.1f} GB)")
+    if memory_mb > limits.memory_mb:
+        raise OptionError("memory_gb", f"{_fmt(memory_gb)} GB is more than your quota of {_fmt(limits.memory_gb)} GB")
+
+    gpu_count = int(_number(raw.get("gpus", defaults["gpus"]), "gpus", whole=True))
+    if gpu_count < 0:
+        raise OptionError("gpus", "must be 0 or more")
+    gpu_model = _gpu_model(resources, region, gpu_count, raw.get("gpu_model"))
+    if gpu_count > limits.gpus:
+        raise OptionError("gpus", f"{_plural(gpu_count, 'GPU')} is more than your quota of {_plural(limits.gpus, 'GPU')}")
+    if gpu_count:
+        most = max(len(h.gpus_of(gpu_model)) for h in hosts)
+        if gpu_count > most:
+            raise OptionError(
+                "gpus", f"{gpu_count} × {gpu_model} do not fit on one host in region '{region}' (at most {most} per host)"
+            )
+
+    mounts = platform.paths.check_mappings(requester, raw.get("mounts"))
+    extra = {k: raw[k] for k in extra_fields if k in raw}
+    return WorkloadRequest(
+        kind=kind,
+        image=image,
+        resources=ResourceRequest(region, cpu_milli, memory_mb, gpu_count, gpu_model),
+        mounts=tuple(mounts),
+        extra=extra,
+    )
+
+
+def _image(platform, requester, kind, raw) -> ImageChoice:
+    if raw in (None, ""):
+        offered = platform.catalog.images_for(requester, kind)
+        if offered:
+            return offered[0]
+    return platform.catalog.check(requester, kind, raw)
+
+
+def _region(resources, raw) -> str:
+    regions = resources.regions()
+    if raw in (None, "") and len(regions) == 1:
+        return regions[0]
+    if not isinstance(raw, str) or raw not in regions:
+        shown = "" if raw in (None, "") else f"'{str(raw)[:64]}' is not a region; "
+        raise OptionError("region", f"{shown}choose one of: {', '.join(regions)}")
+    return raw
+
+
+def _gpu_model(resources, region, gpu_count, raw) -> str | None:
+    if gpu_count == 0:
+        return None
+    models = resources.gpu_models(region)
+    if not models:
+        raise OptionError("gpus", f"region '{region}' offers no GPUs; choose 0")
+    if raw in (None, "") and len(models) == 1:
+        return models[0]
+    if not isinstance(raw, str) or raw not in models:
+        shown = "" if raw in (None, "") else f"'{str(raw)[:64]}' is not offered in region '{region}'; "
+        raise OptionError("gpu_model", f"{shown}choose one of: {', '.join(models)}")
+    return raw

@@ -1,0 +1,86 @@
+"""A workload's life in the database: opened with its resources, running, ended with a reason.
+
+Opening validates nothing by itself (see :mod:`services.options`) but is atomic: the
+workload row and its ledger line are written in one transaction or not at all.
+"""
+
+from sqlalchemy import select
+
+from .identity import Requester
+from .ledger import Placement
+from .models import Workload, WorkloadState, utcnow
+from .naming import new_workload_id
+from .options import WorkloadRequest
+
+ID_PREFIX = {"notebook": "nb", "debug": "dbg", "job": "job", "cache": "cache"}
+
+
+def open_workload(platform, requester: Requester, request: WorkloadRequest,
+                  name: str = "") -> tuple[Workload, Placement]:
+    """Record a new workload and hold its resources; raises QuotaError/CapacityError."""
+    workload_id = new_workload_id(ID_PREFIX[request.kind])
+    r = request.resources
+    with platform.db.write_transaction() as session:
+        workload = Workload(
+            id=workload_id, kind=request.kind, user=requester.name, name=name,
+            state=WorkloadState.starting.value, region=r.region, image=request.image.name,
+            cpu_milli=r.cpu_milli, memory_mb=r.memory_mb, gpu_model=r.gpu_model,
+            gpu_count=r.gpu_count, options=request.as_options(),
+        )
+        session.add(workload)
+        session.flush()
+        placement = platform.ledger.allocate(session, workload_id, requester, r)
+        workload.host = placement.host
+    return workload, placement
+
+
+def mark_running(platform, workload_id: str, container_name: str, container_id: str) -> None:
+    with platform.db.session() as session:
+        workload = session.get(Workload, workload_id)
+        if workload is not None and workload.state != WorkloadState.ended.value:
+            workload.state = WorkloadState.running.value
+            workload.container_name = container_name
+            workload.container_id = container_id
+            workload.started_at = workload.started_at or utcnow()
+
+
+def end_workload(platform, workload_id: str, reason: str) -> bool:
+    """Mark ended and release its resources. Idempotent: the first reason wins."""
+    if not workload_id:
+        return False
+    with platform.db.write_transaction() as session:
+        platform.ledger.release(session, workload_id)
+        workload = session.get(Workload, workload_id)
+        if workload is None or workload.state == WorkloadState.ended.value:
+            return False
+        workload.state = WorkloadState.ended.value
+        workload.end_reason = reason
+        workload.ended_at = utcnow()
+        return True
+
+
+def get_workload(platform, workload_id: str) -> Workload | None:
+    with platform.db.session() as session:
+        return session.get(Workload, workload_id)
+
+
+def last_options(platform, user: str, kind: str) -> dict | None:
+    """Options of the user's most recent workload of this kind that got its resources."""
+    with platform.db.session() as session:
+        workload = session.scalars(
+            select(Workload)
+            .where(Workload.user == user, Workload.kind == kind, Workload.host.is_not(None))
+            .order_by(Workload.created_at.desc())
+            .limit(1)
+        ).first()
+        return dict(workload.options) if workload else None
+
+
+def active_workloads(platform, *, kind: str | None = None, user: str | None = None) -> list[Workload]:
+    with platform.db.session() as session:
+        query = select(Workload).where(Workload.state != WorkloadState.ended.value)
+        if kind:
+            query = query.where(Workload.kind == kind)
+        if user:
+            query = query.where(Workload.user == user)
+        return list(session.scalars(query.order_by(Workload.created_at)))

@@ -1,0 +1,1 @@
+"""Code that runs inside the hub: the spawner behind "Start my Server" and the authenticator."""

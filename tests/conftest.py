@@ -1,0 +1,106 @@
+"""Session fixtures shared by all tests: one real hub, one Docker engine, built images.
+
+The hub runs with the repository's jupyterhub_config.py plus a test config: its own data
+directory, free ports, the platform instance ``labdecktest`` (container names and labels,
+so tests never touch a real platform's containers), a declared inventory of 2 A100 GPUs in
+region "default" and 1 T4 in region "east" (both hosts are the local engine).
+"""
+
+import secrets
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import docker
+import pytest
+
+from tests.hubtools import INSTANCE, REPO, HubProcess, remove_test_containers
+
+NOTEBOOK_IMAGE = "labdeck/notebook:latest"
+
+TEST_CONFIG = f"""
+c.Platform.instance = {INSTANCE!r}
+c.Resources.hosts = [
+    {{"name": "local", "region": "default", "docker_url": "unix:///var/run/docker.sock",
+      "cpus": 8, "memory_gb": 16, "gpus": {{"A100": 2}}}},
+    {{"name": "east-1", "region": "east", "docker_url": "unix:///var/run/docker.sock",
+      "cpus": 4, "memory_gb": 8, "gpus": {{"T4": 1}}}},
+]
+c.Resources.region_titles = {{"default": "Default (A100)", "east": "East (T4)"}}
+c.Quotas.default = {{"cpu": 2, "memory_gb": 4, "gpus": 2}}
+c.Quotas.groups = {{"bigdata": {{"cpu": 4, "memory_gb": 8}}}}
+c.Spawner.start_timeout = 120
+c.Spawner.http_timeout = 90
+"""
+
+
+def docker_available() -> bool:
+    try:
+        docker.from_env().ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    if not docker_available():
+        pytest.fail("No Docker engine answers; run the tests with ./labdeck test, which starts one")
+    client = docker.from_env()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def notebook_image(docker_client):
+    """The notebook image, built once by the one build entry point (no-op when up to date)."""
+    subprocess.run([sys.executable, str(REPO / "images" / "build.py")], check=True, cwd=REPO)
+    return docker_client.images.get(NOTEBOOK_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def shared_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("datasets")
+    (root / "mnist").mkdir()
+    (root / "mnist" / "README").write_text("handwritten digits\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory, docker_client, shared_root):
+    remove_test_containers()
+    workdir = tmp_path_factory.mktemp("hub")
+    config = TEST_CONFIG + f"\nc.PathPolicy.shared_roots = [{{'name': 'datasets', 'path': {str(shared_root)!r}}}]\n"
+    proc = HubProcess(workdir, config)
+    proc.start()
+    yield proc
+    proc.stop()
+    remove_test_containers()
+
+
+@pytest.fixture
+def make_user(hub):
+    """Factory: an active account (password known) and its hub user, optionally in groups."""
+    from services.accounts import AccountStore
+
+    store = AccountStore(hub.platform.db)
+    created = []
+
+    def make(name=None, password="correct horse 1", groups=()):
+        name = name or f"u{secrets.token_hex(4)}"
+        email = f"{name}@example.org"
+        store.create(name, email, password)
+        r = hub.api("POST", f"/users/{name}")
+        assert r.status_code in (201, 409), r.text
+        for group in groups:
+            hub.api("POST", f"/groups/{group}")
+            r = hub.api("POST", f"/groups/{group}/users", json={"users": [name]})
+            assert r.status_code == 200, r.text
+        created.append(name)
+        return SimpleNamespace(name=name, email=email, password=password)
+
+    yield make
+    for name in created:
+        model = hub.server_model(name) if hub.proc and hub.proc.poll() is None else None
+        if model:
+            hub.stop_server(name)

@@ -1,0 +1,219 @@
+"""A real JupyterHub (with configurable-http-proxy) for the tests, and ways to talk to it."""
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import docker
+import requests
+from traitlets.config import PyFileConfigLoader
+
+REPO = Path(__file__).resolve().parent.parent
+INSTANCE = "labdecktest"
+ADMIN_SERVICE = "labdeck-tests"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def remove_test_containers(instance: str = INSTANCE) -> int:
+    """Remove every container of the test platform instance (cleanup by label)."""
+    client = docker.from_env()
+    removed = 0
+    for c in client.containers.list(all=True, filters={"label": f"labdeck.instance={instance}"}):
+        c.remove(force=True)
+        removed += 1
+    client.close()
+    return removed
+
+
+class HubProcess:
+    """``jupyterhub -f jupyterhub_config.py`` with a test data dir and extra config."""
+
+    def __init__(self, workdir: Path, base_config: str):
+        self.workdir = Path(workdir)
+        self.data_dir = self.workdir / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.base_config = base_config
+        self.token = secrets.token_hex(16)
+        self.port = free_port()
+        self.proxy_api_port = free_port()
+        self.hub_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.workdir / "hub.log"
+        self.proc = None
+        self._platform = None
+        self.extra_config = ""
+
+    # ---- process ----
+
+    def _write_config(self) -> Path:
+        path = self.workdir / "test_config.py"
+        path.write_text(
+            "c = get_config()  # noqa\n"
+            f"c.JupyterHub.services = [{{'name': {ADMIN_SERVICE!r}, 'api_token': {self.token!r}}}]\n"
+            "c.JupyterHub.load_roles = [{'name': 'labdeck-tests', 'scopes': ['admin:users', 'admin:servers', "
+            "'admin:groups', 'read:hub', 'tokens', 'access:servers'], "
+            f"'services': [{ADMIN_SERVICE!r}]}}]\n"
+            f"{self.base_config}\n{self.extra_config}\n"
+        )
+        return path
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env.update(
+            LABDECK_DATA_DIR=str(self.data_dir),
+            LABDECK_EXTRA_CONFIG=str(self._write_config()),
+            LABDECK_URL=self.url,
+            LABDECK_HUB_PORT=str(self.hub_port),
+            LABDECK_PROXY_API_URL=f"http://127.0.0.1:{self.proxy_api_port}",
+            PATH=f"{REPO / 'node_modules' / '.bin'}{os.pathsep}{env.get('PATH', '')}",
+        )
+        return env
+
+    def start(self, timeout: float = 90) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(REPO / "jupyterhub_config.py")],
+            cwd=self.workdir, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"hub did not answer in {timeout}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        # the proxy is a child of the hub; make sure none is left on our port
+        pid_file = self.data_dir / "jupyterhub-proxy.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+            except (ValueError, ProcessLookupError):
+                pass
+
+    def restart(self, extra_config: str = "") -> None:
+        """Stop and start again, with ``extra_config`` lines appended to the test config."""
+        self.stop()
+        self.extra_config = extra_config
+        self._platform = None
+        self.start()
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    # ---- talking to it ----
+
+    def api(self, method: str, path: str, **kwargs) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        headers["Authorization"] = f"token {self.token}"
+        kwargs.setdefault("timeout", 60)
+        return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, **kwargs)
+
+    @property
+    def platform(self):
+        """A services Platform built from exactly the hub's configuration."""
+        if self._platform is None:
+            from services.platform import Platform
+
+            saved = dict(os.environ)
+            os.environ.update({k: v for k, v in self.env().items() if k.startswith("LABDECK_")})
+            try:
+                config = PyFileConfigLoader("jupyterhub_config.py", path=str(REPO)).load_config()
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+            self._platform = Platform(config=config)
+        return self._platform
+
+    def server_model(self, user: str) -> dict | None:
+        """The user's default server as the hub reports it (None when not running)."""
+        r = self.api("GET", f"/users/{user}")
+        r.raise_for_status()
+        return r.json().get("servers", {}).get("")
+
+    def wait_for_server(self, user: str, timeout: float = 120) -> dict:
+        """Wait until the user's server is ready; fail with the hub log if it does not start."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.server_model(user)
+            if model and model.get("ready"):
+                return model
+            if model is None and time.monotonic() > deadline - timeout + 5:
+                # give the spawn a moment to register before treating absence as failure
+                pending = self.api("GET", f"/users/{user}").json().get("pending")
+                if not pending:
+                    raise AssertionError(f"{user}'s server is not starting:\n{self.log_tail()}")
+            time.sleep(0.2)
+        raise AssertionError(f"{user}'s server not ready after {timeout}s:\n{self.log_tail()}")
+
+    def stop_server(self, user: str, timeout: float = 60) -> None:
+        r = self.api("DELETE", f"/users/{user}/server")
+        assert r.status_code in (202, 204), r.text
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.server_model(user) is None:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{user}'s server did not stop:\n{self.log_tail()}")
+
+
+def login_session(hub: HubProcess, login: str, password: str) -> requests.Session:
+    """A requests session signed in through the hub's real login form."""
+    s = requests.Session()
+    r = s.get(f"{hub.url}/hub/login", timeout=30)
+    r.raise_for_status()
+    r = s.post(
+        f"{hub.url}/hub/login",
+        data={"username": login, "password": password, "_xsrf": s.cookies.get("_xsrf", "")},
+        allow_redirects=False, timeout=30,
+    )
+    if r.status_code != 302:
+        raise AssertionError(f"sign-in as {login!r} failed with {r.status_code}: {r.text[:2000]}")
+    return s
+
+
+def xsrf_post(session: requests.Session, hub: HubProcess, path: str, data=None, **kwargs) -> requests.Response:
+    """POST a form to the hub with the session's XSRF token, like a browser would."""
+    data = dict(data or {})
+    data.setdefault("_xsrf", session.cookies.get("_xsrf", ""))
+    kwargs.setdefault("timeout", 60)
+    kwargs.setdefault("allow_redirects", False)
+    return session.post(f"{hub.url}{path}", data=data, **kwargs)
+
+
+def containers_of(user: str, instance: str = INSTANCE) -> list:
+    """Containers of a user in the test instance, as docker-py objects (with attrs)."""
+    client = docker.from_env()
+    found = client.containers.list(all=True, filters={"label": [f"labdeck.instance={instance}", f"labdeck.user={user}"]})
+    return found
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, indent=1, default=str)

@@ -1,0 +1,277 @@
+"""'Start my Server' against the real hub, proxy and Docker engine."""
+
+import json
+import re
+
+import docker
+import pytest
+import requests
+
+from services.models import Allocation, GpuAllocation, Workload
+from tests.hubtools import INSTANCE, containers_of, login_session, xsrf_post
+
+pytestmark = pytest.mark.integration
+
+
+def the_container(user):
+    found = [c for c in containers_of(user) if c.status == "running"]
+    assert len(found) == 1, f"expected one running container of {user}, found {[c.name for c in found]}"
+    return found[0]
+
+
+def allocations_of(hub, user):
+    with hub.platform.db.session() as s:
+        return s.query(Allocation).filter_by(user=user).all()
+
+
+def held_gpus(hub):
+    with hub.platform.db.session() as s:
+        return sorted((g.host, g.gpu_index) for g in s.query(GpuAllocation).all())
+
+
+def run_in(container, command, user="1000"):
+    result = container.exec_run(["sh", "-c", command], user=user)
+    return result.exit_code, result.output.decode()
+
+
+def read_progress(hub, user):
+    """The spawn progress events (server-sent events) as the spawn-pending page sees them."""
+    events = []
+    with hub.api("GET", f"/users/{user}/server/progress", stream=True, timeout=180) as r:
+        assert r.status_code == 200, r.text
+        for line in r.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                event = json.loads(line[5:])
+                events.append(event)
+                if event.get("ready") or event.get("failed"):
+                    break
+    return events
+
+
+def test_form_shows_choices_capacity_and_quota(hub, make_user, notebook_image):
+    alice = make_user(groups=["bigdata"])
+    s = login_session(hub, alice.email, alice.password)
+    page = s.get(f"{hub.url}/hub/spawn", timeout=30)
+    assert page.status_code == 200
+    html = page.text
+    assert "Start my Server" in html
+    assert 'name="image"' in html and "labdeck/notebook:latest" in html
+    for field in ("cpu", "memory_gb", "gpus", "gpu_model", "region", "mount_host", "mount_container", "mount_mode"):
+        assert f'name="{field}"' in html, field
+    # both regions, their GPU models and free capacity
+    assert "Default (A100)" in html and "East (T4)" in html
+    assert "A100: 2 of 2" in html and "T4: 1 of 1" in html
+    # the group override raised alice's CPU quota from 2 to 4
+    assert re.search(r"Your quota:\s*4 cores · 8 GB memory ·\s*2 GPUs", html)
+    # own storage pre-filled, shared data set offered
+    assert 'value="~"' in html and "/home/jovyan/work" in html
+    assert "datasets" in html
+    assert 'id="add-mount"' in html
+
+
+def test_start_through_form_gives_hardened_limited_container(hub, make_user, notebook_image, shared_root):
+    bob = make_user()
+    s = login_session(hub, bob.name, bob.password)
+    s.get(f"{hub.url}/hub/spawn", timeout=30)
+    r = xsrf_post(s, hub, "/hub/spawn", {
+        "image": "labdeck/notebook:latest", "region": "default", "cpu": "1.5", "memory_gb": "1",
+        "gpus": "1", "gpu_model": "A100",
+        "mount_host": ["~", f"{shared_root}/mnist"],
+        "mount_container": ["/home/jovyan/work", "/data/mnist"],
+        "mount_mode": ["rw", "ro"],
+    })
+    assert r.status_code == 302, r.text[:2000]
+    assert "/spawn-pending/" in r.headers["Location"]
+    events = read_progress(hub, bob.name)
+    messages = " | ".join(e.get("message", "") for e in events)
+    assert "Reserved 1.5 cores, 1 GB, GPUs A100 #" in messages
+    assert "Creating container" in messages and "JupyterLab is answering" in messages
+    hub.wait_for_server(bob.name)
+
+    c = the_container(bob.name)
+    hc = c.attrs["HostConfig"]
+    assert c.name == f"{INSTANCE}-nb-{bob.name}"
+    assert hc["CpuQuota"] == 150_000 and hc["CpuPeriod"] == 100_000
+    assert hc["Memory"] == 1024 * 2**20 and hc["MemorySwap"] == hc["Memory"]
+    assert hc["PidsLimit"] > 0
+    assert hc["CapDrop"] == ["ALL"] and not hc["CapAdd"]
+    assert "no-new-privileges:true" in hc["SecurityOpt"]
+    assert hc["Privileged"] is False
+    assert not hc.get("DeviceRequests")  # declared inventory: no device is requested
+    labels = c.labels
+    assert labels["labdeck.user"] == bob.name and labels["labdeck.kind"] == "notebook"
+    assert labels["labdeck.region"] == "default" and labels["labdeck.host"] == "local"
+    assert labels["labdeck.instance"] == INSTANCE and labels["labdeck.id"].startswith("nb-")
+    env = dict(e.split("=", 1) for e in c.attrs["Config"]["Env"])
+    assert env["NVIDIA_VISIBLE_DEVICES"] == labels["labdeck.gpus"] in ("0", "1")
+    assert env["LABDECK_GPU_MODEL"] == "A100" and env["LABDECK_CPU"] == "1.5"
+    mounts = {m["Destination"]: m for m in c.attrs["Mounts"]}
+    assert mounts["/home/jovyan/work"]["RW"] is True
+    assert mounts["/home/jovyan/work"]["Source"] == hub.platform.paths.user_storage(bob.name)
+    assert mounts["/data/mnist"]["RW"] is False
+    assert not any("docker.sock" in m["Source"] for m in c.attrs["Mounts"])
+
+    # inside: not root, own storage writable, shared data readable but not writable
+    assert run_in(c, "id -u")[1].strip() == "1000"
+    assert run_in(c, "echo hi > /home/jovyan/work/hello.txt")[0] == 0
+    assert run_in(c, "cat /data/mnist/README")[1] == "handwritten digits\n"
+    code, out = run_in(c, "touch /data/mnist/x")
+    assert code != 0 and "Read-only file system" in out
+
+    # JupyterLab answers through the proxy with the same login
+    api = s.get(f"{hub.url}/user/{bob.name}/api/status", timeout=30)
+    assert api.status_code == 200 and "started" in api.json()
+
+    # stopping frees the GPU and removes the container
+    hub.stop_server(bob.name)
+    assert containers_of(bob.name) == []
+    assert allocations_of(hub, bob.name) == []
+    with hub.platform.db.session() as db:
+        w = db.get(Workload, labels["labdeck.id"])
+        assert w.state == "ended" and w.end_reason == "stopped"
+
+
+def test_start_through_rest_api_and_form_prefill(hub, make_user, notebook_image):
+    carol = make_user()
+    options = {"image": "labdeck/notebook:latest", "region": "east", "cpu": 1, "memory_gb": 1.5,
+               "gpus": 1, "gpu_model": "T4",
+               "mounts": [{"host_path": "~/project", "container_path": "/home/jovyan/work/project",
+                           "read_only": False}]}
+    r = hub.api("POST", f"/users/{carol.name}/server", json=options)
+    assert r.status_code in (201, 202), r.text
+    hub.wait_for_server(carol.name)
+    c = the_container(carol.name)
+    assert c.labels["labdeck.region"] == "east" and c.labels["labdeck.host"] == "east-1"
+    assert c.labels["labdeck.gpu_model"] == "T4" and c.labels["labdeck.gpus"] == "0"
+    assert c.attrs["HostConfig"]["Memory"] == int(1.5 * 2**30)
+    project = hub.platform.paths.user_storage(carol.name) + "/project"
+    assert {m["Destination"]: m["Source"] for m in c.attrs["Mounts"]}["/home/jovyan/work/project"] == project
+    hub.stop_server(carol.name)
+
+    # the form now offers carol's previous choices
+    s = login_session(hub, carol.name, carol.password)
+    html = s.get(f"{hub.url}/hub/spawn", timeout=30).text
+    assert re.search(r'<option value="east"\s+selected', html)
+    assert re.search(r'value="T4" data-region="east"\s+selected', html)
+    assert 'value="1.5"' in html and 'value="~/project"' not in html and project in html
+
+
+BAD_OPTIONS = [
+    ({"cpu": "lots"}, "cpu: must be a number"),
+    ({"cpu": 0}, "cpu: must be at least 0.1 cores"),
+    ({"cpu": 3}, "cpu: 3 cores is more than your quota of 2 cores"),
+    ({"cpu": 64}, "cpu: 64 cores is more than any host in region 'default' has (8)"),
+    ({"memory_gb": 5}, "memory_gb: 5 GB is more than your quota of 4 GB"),
+    ({"memory_gb": -1}, "memory_gb: must be at least 0.25 GB"),
+    ({"gpus": 1.5}, "gpus: must be a whole number"),
+    ({"gpus": 3}, "gpus: 3 GPUs is more than your quota of 2 GPUs"),
+    ({"gpus": 1, "gpu_model": "V100"}, "gpu_model: 'V100' is not offered in region 'default'; choose one of: A100"),
+    ({"region": "mars"}, "region: 'mars' is not a region; choose one of: default, east"),
+    ({"image": "alpine:latest"}, "image: 'alpine:latest' is not available to you"),
+    ({"shell": "/bin/sh"}, "shell: unknown option"),
+    ({"mounts": [{"host_path": "/etc", "container_path": "/data"}]}, "mounts[0].host_path"),
+    ({"mounts": [{"host_path": "/var/run/docker.sock", "container_path": "/d.sock"}]}, "Docker socket"),
+    ({"mounts": [{"host_path": "~/../other", "container_path": "/data"}]}, "must not contain '..'"),
+    ({"mounts": [{"host_path": "~", "container_path": "/etc"}]}, "mounts[0].container_path"),
+    ({"mounts": [{"host_path": "~", "container_path": "/data"}, {"host_path": "~/x", "container_path": "/data"}]},
+     "mounts[1].container_path: /data is already used by mounts[0]"),
+    ({"mounts": [{"container_path": "/data"}]}, "mounts[0]"),
+    ({"mounts": "everything"}, "mounts"),
+]
+
+
+@pytest.mark.parametrize("bad, message", BAD_OPTIONS, ids=[m.split(":")[0] + "-" + str(i) for i, (_, m) in enumerate(BAD_OPTIONS)])
+def test_bad_options_are_refused_with_a_clear_400_and_leave_nothing(hub, make_user, bad, message):
+    dave = make_user()
+    options = {"image": "labdeck/notebook:latest", "region": "default", "cpu": 1, "memory_gb": 1, "gpus": 0, **bad}
+    r = hub.api("POST", f"/users/{dave.name}/server", json=options)
+    assert r.status_code == 400, r.text
+    assert message in r.json()["message"]
+    assert hub.server_model(dave.name) is None
+    assert containers_of(dave.name) == []
+    assert allocations_of(hub, dave.name) == []
+    with hub.platform.db.session() as db:
+        assert db.query(Workload).filter_by(user=dave.name).count() == 0
+
+
+def test_bad_form_input_shows_the_message_on_the_form(hub, make_user):
+    erin = make_user()
+    s = login_session(hub, erin.name, erin.password)
+    s.get(f"{hub.url}/hub/spawn", timeout=30)
+    r = xsrf_post(s, hub, "/hub/spawn", {
+        "image": "labdeck/notebook:latest", "region": "default", "cpu": "1", "memory_gb": "1",
+        "gpus": "0", "gpu_model": "", "mount_host": ["/etc/<b>x"], "mount_container": ["/data"],
+        "mount_mode": ["rw"],
+    })
+    assert r.status_code == 400
+    assert "mounts[0].host_path" in r.text
+    assert "<b>x" not in r.text and "&lt;b&gt;x" in r.text  # input is escaped, never echoed raw
+    assert 'id="labdeck-spawn-form"' in r.text  # the form is shown again
+    assert containers_of(erin.name) == [] and allocations_of(hub, erin.name) == []
+
+
+def test_form_post_without_xsrf_is_refused(hub, make_user):
+    frank = make_user()
+    s = login_session(hub, frank.name, frank.password)
+    r = s.post(f"{hub.url}/hub/spawn", data={"cpu": "1"}, allow_redirects=False, timeout=30)
+    assert r.status_code == 403
+    assert containers_of(frank.name) == []
+
+
+def test_concurrent_gpu_starts_never_share_an_index(hub, make_user, notebook_image):
+    from concurrent.futures import ThreadPoolExecutor
+
+    users = [make_user() for _ in range(3)]
+    options = {"image": "labdeck/notebook:latest", "region": "default", "cpu": 0.5, "memory_gb": 0.5,
+               "gpus": 1, "gpu_model": "A100"}
+
+    def start(u):
+        return u, hub.api("POST", f"/users/{u.name}/server", json=options)
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(start, users))
+    started = [u for u, r in results if r.status_code in (201, 202)]
+    refused = [(u, r) for u, r in results if r.status_code == 400]
+    assert len(started) == 2 and len(refused) == 1, [(u.name, r.status_code, r.text) for u, r in results]
+    assert "2 × A100" not in refused[0][1].json()["message"]
+    assert "gpus: 1 × A100 are not free in region 'default' now (0 of 2 free)" in refused[0][1].json()["message"]
+    for u in started:
+        hub.wait_for_server(u.name)
+    indices = sorted(the_container(u.name).labels["labdeck.gpus"] for u in started)
+    assert indices == ["0", "1"]
+    assert held_gpus(hub) == [("local", 0), ("local", 1)]
+
+    # stopping one server frees its GPU for the user who was refused
+    freed = the_container(started[0].name).labels["labdeck.gpus"]
+    hub.stop_server(started[0].name)
+    late = refused[0][0]
+    r = hub.api("POST", f"/users/{late.name}/server", json=options)
+    assert r.status_code in (201, 202), r.text
+    hub.wait_for_server(late.name)
+    assert the_container(late.name).labels["labdeck.gpus"] == freed
+    for u in (started[1], late):
+        hub.stop_server(u.name)
+    assert held_gpus(hub) == []
+
+
+def test_hub_restart_keeps_server_running_reachable_and_its_gpu(hub, make_user, notebook_image):
+    gina = make_user()
+    r = hub.api("POST", f"/users/{gina.name}/server", json={
+        "image": "labdeck/notebook:latest", "region": "default", "cpu": 0.5, "memory_gb": 0.5,
+        "gpus": 1, "gpu_model": "A100"})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_for_server(gina.name)
+    before = the_container(gina.name)
+    gpus_before = held_gpus(hub)
+
+    hub.restart()
+
+    model = hub.wait_for_server(gina.name, timeout=60)
+    assert model["ready"]
+    after = the_container(gina.name)
+    assert after.id == before.id
+    assert held_gpus(hub) == gpus_before == [("local", int(before.labels["labdeck.gpus"]))]
+    s = login_session(hub, gina.name, gina.password)
+    assert s.get(f"{hub.url}/user/{gina.name}/api/status", timeout=30).status_code == 200
+    hub.stop_server(gina.name)
+    assert held_gpus(hub) == []
