@@ -239,6 +239,7 @@ class LabdeckSpawner(DockerSpawner):
         )
 
     async def poll(self):
+        await self.ensure_reconciled()  # the hub polls running servers first thing after a restart
         status = await super().poll()
         if status is not None and self.workload_id and not getattr(self, "_end_reason", None):
             self._end_reason = "stopped: container gone" if status == 0 else f"stopped: {status}"

@@ -31,6 +31,7 @@ c.Quotas.default = {{"cpu": 2, "memory_gb": 4, "gpus": 2}}
 c.Quotas.groups = {{"bigdata": {{"cpu": 4, "memory_gb": 8}}}}
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 90
+c.Spawner.poll_interval = 5  # notice dead servers quickly in tests
 """
 
 

@@ -155,6 +155,8 @@ class HubProcess:
     def server_model(self, user: str) -> dict | None:
         """The user's default server as the hub reports it (None when not running)."""
         r = self.api("GET", f"/users/{user}")
+        if r.status_code == 404:
+            return None  # the user itself is gone
         r.raise_for_status()
         return r.json().get("servers", {}).get("")
 
@@ -217,3 +219,8 @@ def containers_of(user: str, instance: str = INSTANCE) -> list:
 
 def dumps(obj) -> str:
     return json.dumps(obj, indent=1, default=str)
+
+
+def page_text(response: requests.Response) -> str:
+    """A hub page's text: the hub sends text/html without a charset, and pages are UTF-8."""
+    return response.content.decode("utf-8")

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from services.models import Allocation, GpuAllocation, Workload
-from tests.hubtools import INSTANCE, containers_of, login_session, xsrf_post
+from tests.hubtools import INSTANCE, containers_of, login_session, page_text, xsrf_post
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +27,13 @@ def allocations_of(hub, user):
 def held_gpus(hub):
     with hub.platform.db.session() as s:
         return sorted((g.host, g.gpu_index) for g in s.query(GpuAllocation).all())
+
+
+def open_lab(session, hub, user):
+    """Open JupyterLab the way a browser does (OAuth through the hub), then ask its API."""
+    lab = session.get(f"{hub.url}/user/{user}/lab", timeout=60)
+    assert lab.status_code == 200 and "JupyterLab" in page_text(lab), lab.url
+    return session.get(f"{hub.url}/user/{user}/api/status", timeout=30)
 
 
 def run_in(container, command, user="1000"):
@@ -53,7 +60,7 @@ def test_form_shows_choices_capacity_and_quota(hub, make_user, notebook_image):
     s = login_session(hub, alice.email, alice.password)
     page = s.get(f"{hub.url}/hub/spawn", timeout=30)
     assert page.status_code == 200
-    html = page.text
+    html = page_text(page)
     assert "Start my Server" in html
     assert 'name="image"' in html and "labdeck/notebook:latest" in html
     for field in ("cpu", "memory_gb", "gpus", "gpu_model", "region", "mount_host", "mount_container", "mount_mode"):
@@ -119,7 +126,7 @@ def test_start_through_form_gives_hardened_limited_container(hub, make_user, not
     assert code != 0 and "Read-only file system" in out
 
     # JupyterLab answers through the proxy with the same login
-    api = s.get(f"{hub.url}/user/{bob.name}/api/status", timeout=30)
+    api = open_lab(s, hub, bob.name)
     assert api.status_code == 200 and "started" in api.json()
 
     # stopping frees the GPU and removes the container
@@ -150,10 +157,10 @@ def test_start_through_rest_api_and_form_prefill(hub, make_user, notebook_image)
 
     # the form now offers carol's previous choices
     s = login_session(hub, carol.name, carol.password)
-    html = s.get(f"{hub.url}/hub/spawn", timeout=30).text
+    html = page_text(s.get(f"{hub.url}/hub/spawn", timeout=30))
     assert re.search(r'<option value="east"\s+selected', html)
     assert re.search(r'value="T4" data-region="east"\s+selected', html)
-    assert 'value="1.5"' in html and 'value="~/project"' not in html and project in html
+    assert 'value="1.5"' in html and 'value="~/project"' in html  # what carol typed, not the resolved path
 
 
 BAD_OPTIONS = [
@@ -204,9 +211,9 @@ def test_bad_form_input_shows_the_message_on_the_form(hub, make_user):
         "mount_mode": ["rw"],
     })
     assert r.status_code == 400
-    assert "mounts[0].host_path" in r.text
-    assert "<b>x" not in r.text and "&lt;b&gt;x" in r.text  # input is escaped, never echoed raw
-    assert 'id="labdeck-spawn-form"' in r.text  # the form is shown again
+    assert "mounts[0].host_path" in page_text(r)
+    assert "<b>x" not in page_text(r) and "&lt;b&gt;x" in page_text(r)  # input is escaped, never echoed raw
+    assert 'id="labdeck-spawn-form"' in page_text(r)  # the form is shown again
     assert containers_of(erin.name) == [] and allocations_of(hub, erin.name) == []
 
 
@@ -272,6 +279,6 @@ def test_hub_restart_keeps_server_running_reachable_and_its_gpu(hub, make_user, 
     assert after.id == before.id
     assert held_gpus(hub) == gpus_before == [("local", int(before.labels["labdeck.gpus"]))]
     s = login_session(hub, gina.name, gina.password)
-    assert s.get(f"{hub.url}/user/{gina.name}/api/status", timeout=30).status_code == 200
+    assert open_lab(s, hub, gina.name).status_code == 200
     hub.stop_server(gina.name)
     assert held_gpus(hub) == []

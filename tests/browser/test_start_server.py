@@ -1,0 +1,103 @@
+"""A person in Chromium: sign up, sign in with e-mail, fill "Start my Server", get JupyterLab.
+
+Screenshots go to tests/.artifacts/screenshots/ (git-ignored) for people to look at.
+"""
+
+import secrets
+from pathlib import Path
+
+import pytest
+
+from tests.hubtools import containers_of
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+SHOTS = Path(__file__).resolve().parent.parent / ".artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: ./labdeck test installs Debian's chromium package")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    yield pg
+    context.close()
+
+
+def test_sign_up_fill_form_and_open_jupyterlab(hub, page, notebook_image, shared_root):
+    name = f"web{secrets.token_hex(3)}"
+    email = f"{name}@example.org"
+    password = "tulip-river-42"
+
+    page.goto(f"{hub.url}/hub/signup")
+    page.fill("input[name=username]", name)
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", password)
+    page.fill("input[name=password_confirm]", password)
+    page.screenshot(path=str(SHOTS / "signup.png"), full_page=True)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/hub/login**")
+
+    page.fill("input[name=username]", email)  # the sign-in screen asks for e-mail and password
+    page.fill("input[name=password]", password)
+    page.screenshot(path=str(SHOTS / "login.png"), full_page=True)
+    page.click("#login_submit")
+    page.wait_for_url("**/hub/spawn**")
+
+    # the "Start my Server" form
+    assert page.locator("h1", has_text="Start my Server").is_visible()
+    page.select_option("#region", "default")
+    page.fill("#cpu", "1")
+    page.fill("#memory_gb", "1")
+    page.fill("#gpus", "1")
+    page.select_option("#gpu_model", "A100")
+    page.click("#add-mount")
+    rows = page.locator("#mounts tbody tr")
+    assert rows.count() == 2
+    rows.nth(1).locator("input[name=mount_host]").fill(f"{shared_root}/mnist")
+    rows.nth(1).locator("input[name=mount_container]").fill("/data/mnist")
+    rows.nth(1).locator("select[name=mount_mode]").select_option("ro")
+    # a row can be removed again
+    page.click("#add-mount")
+    assert rows.count() == 3
+    rows.nth(2).locator(".remove-mount").click()
+    assert rows.count() == 2
+    page.screenshot(path=str(SHOTS / "start-my-server-form.png"), full_page=True)
+
+    page.click("#spawn_form button[type=submit]")
+    page.wait_for_url("**/spawn-pending/**", timeout=60_000)
+    # the progress page shows the spawner's events (the start may finish before we look)
+    try:
+        page.click("#progress-details summary", timeout=5_000)
+        page.wait_for_function("document.querySelector('#progress-log').textContent.includes('Reserved')",
+                               timeout=10_000)
+        page.screenshot(path=str(SHOTS / "spawn-progress.png"), full_page=True)
+    except Exception:
+        pass  # already redirected to JupyterLab: the start was faster than the screenshot
+
+    page.wait_for_url(f"**/user/{name}/lab**", timeout=180_000)
+    page.wait_for_selector(".jp-LabShell, #jp-main-dock-panel", timeout=120_000)
+    page.wait_for_timeout(1500)  # let the launcher finish painting for the screenshot
+    page.screenshot(path=str(SHOTS / "jupyterlab.png"))
+    assert "JupyterLab" in page.title() or page.locator(".jp-LabShell").count() == 1
+
+    (c,) = [c for c in containers_of(name) if c.status == "running"]
+    assert {m["Destination"]: m["RW"] for m in c.attrs["Mounts"]} == {"/home/jovyan/work": True, "/data/mnist": False}
+    assert c.labels["labdeck.gpu_model"] == "A100"
+    hub.stop_server(name)
