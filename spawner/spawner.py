@@ -139,7 +139,8 @@ class LabdeckSpawner(DockerSpawner):
         self._request, self._placement = request, placement
         self.image = request.image.name
         gpus = f", GPUs {placement.gpu_model} #{','.join(map(str, placement.gpu_indices))}" if placement.gpus else ""
-        progress.add(10, f"Reserved {placement.cpu_milli / 1000:g} cores, "
+        cores = placement.cpu_milli / 1000
+        progress.add(10, f"Reserved {cores:g} core{'' if cores == 1 else 's'}, "
                          f"{placement.memory_mb / 1024:g} GB{gpus} on host {placement.host} "
                          f"(region {placement.region})")
 
