@@ -39,8 +39,9 @@ def remove_test_containers(instance: str = INSTANCE) -> int:
 class HubProcess:
     """``jupyterhub -f jupyterhub_config.py`` with a test data dir and extra config."""
 
-    def __init__(self, workdir: Path, base_config: str):
+    def __init__(self, workdir: Path, base_config: str, config_file: Path = REPO / "jupyterhub_config.py"):
         self.workdir = Path(workdir)
+        self.config_file = Path(config_file)
         self.data_dir = self.workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.base_config = base_config
@@ -83,7 +84,7 @@ class HubProcess:
     def start(self, timeout: float = 90) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(REPO / "jupyterhub_config.py")],
+            [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(self.config_file)],
             cwd=self.workdir, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
