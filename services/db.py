@@ -61,10 +61,10 @@ class Database:
         """Create missing tables (idempotent)."""
         Base.metadata.create_all(self.engine)
 
+    @staticmethod
     @contextmanager
-    def session(self) -> Session:
-        """A session for reads and ordinary writes; commits on success."""
-        with self._sessions() as s:
+    def _scope(factory) -> Session:
+        with factory() as s:
             try:
                 yield s
                 s.commit()
@@ -72,20 +72,17 @@ class Database:
                 s.rollback()
                 raise
 
-    @contextmanager
-    def write_transaction(self) -> Session:
+    def session(self):
+        """A session for reads and ordinary writes; commits on success."""
+        return self._scope(self._sessions)
+
+    def write_transaction(self):
         """A session whose transaction holds the database's write lock from the start.
 
         Use it for check-then-write sequences that must not interleave with another
         process (allocation of resources). On PostgreSQL it is an ordinary transaction.
         """
-        with self._write_sessions() as s:
-            try:
-                yield s
-                s.commit()
-            except BaseException:
-                s.rollback()
-                raise
+        return self._scope(self._write_sessions)
 
     def dispose(self):
         self.engine.dispose()

@@ -102,25 +102,12 @@ def validate_request(platform, requester: Requester, kind: str, raw, extra_field
     if not hosts:
         raise OptionError("region", f"no host of region '{region}' is online now")
 
-    cpu = _number(raw.get("cpu", defaults["cpu"]), "cpu")
-    cpu_milli = int(round(cpu * 1000))
-    if cpu_milli < MIN_CPU_MILLI:
-        raise OptionError("cpu", f"must be at least {MIN_CPU_MILLI / 1000:g} cores")
-    biggest_cpu = max(h.cpus for h in hosts)
-    if cpu > biggest_cpu:
-        raise OptionError("cpu", f"{_plural(cpu, 'core')} is more than any host in region '{region}' has ({_fmt(biggest_cpu)})")
-    if cpu_milli > limits.cpu_milli:
-        raise OptionError("cpu", f"{_plural(cpu, 'core')} is more than your quota of {_plural(limits.cpu, 'core')}")
-
-    memory_gb = _number(raw.get("memory_gb", defaults["memory_gb"]), "memory_gb")
-    memory_mb = int(round(memory_gb * 1024))
-    if memory_mb < MIN_MEMORY_MB:
-        raise OptionError("memory_gb", f"must be at least {MIN_MEMORY_MB / 1024:g} GB")
-    biggest_mem = max(h.memory_mb for h in hosts)
-    if memory_mb > biggest_mem:
-        raise OptionError("memory_gb", f"{_fmt(memory_gb)} GB is more than any host in region '{region}' has ({biggest_mem / 1024:.1f} GB)")
-    if memory_mb > limits.memory_mb:
-        raise OptionError("memory_gb", f"{_fmt(memory_gb)} GB is more than your quota of {_fmt(limits.memory_gb)} GB")
+    cpu_milli = _amount(raw.get("cpu", defaults["cpu"]), "cpu", region, per_unit=1000, minimum=MIN_CPU_MILLI,
+                        biggest=int(max(h.cpus for h in hosts) * 1000), quota=limits.cpu_milli,
+                        show=lambda v: _plural(v, "core"))
+    memory_mb = _amount(raw.get("memory_gb", defaults["memory_gb"]), "memory_gb", region, per_unit=1024,
+                        minimum=MIN_MEMORY_MB, biggest=max(h.memory_mb for h in hosts), quota=limits.memory_mb,
+                        show=lambda v: f"{_fmt(round(v, 2))} GB")
 
     gpu_count = int(_number(raw.get("gpus", defaults["gpus"]), "gpus", whole=True))
     if gpu_count < 0:
@@ -144,6 +131,20 @@ def validate_request(platform, requester: Requester, kind: str, raw, extra_field
         mounts=tuple(mounts),
         extra=extra,
     )
+
+
+def _amount(raw, field: str, region: str, *, per_unit: int, minimum: int, biggest: int, quota: int, show) -> int:
+    """A CPU (milli-cores) or memory (MB) request: at least ``minimum``, at most what the
+    biggest host of the region has and what the user's quota allows."""
+    value = _number(raw, field)
+    amount = int(round(value * per_unit))
+    if amount < minimum:
+        raise OptionError(field, f"must be at least {show(minimum / per_unit)}")
+    if amount > biggest:
+        raise OptionError(field, f"{show(value)} is more than any host in region '{region}' has ({show(biggest / per_unit)})")
+    if amount > quota:
+        raise OptionError(field, f"{show(value)} is more than your quota of {show(quota / per_unit)}")
+    return amount
 
 
 def _image(platform, requester, kind, raw) -> ImageChoice:

@@ -6,6 +6,7 @@ with that reason and its resources are released. Hosts that do not answer are le
 their workloads may well still run.
 """
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -76,6 +77,13 @@ def _int(value, default=0) -> int:
 
 async def reconcile(platform, *, start_grace: timedelta = timedelta(minutes=10)) -> ReconcileReport:
     observed, unreachable = await observe(platform)
+    # the database work may wait on another process's write lock: keep it off the event loop
+    return await asyncio.to_thread(repair, platform, observed, unreachable, start_grace)
+
+
+def repair(platform, observed: dict[str, Observed], unreachable: list[str],
+           start_grace: timedelta) -> ReconcileReport:
+    """Make the database agree with what Docker runs (see the module's docstring)."""
     report = ReconcileReport(unreachable_hosts=unreachable)
     ledger = platform.ledger
     now = utcnow()

@@ -4,6 +4,7 @@ The form only collects input; :func:`services.options.validate_request` judges i
 same way it judges a JSON body sent to the REST API.
 """
 
+import asyncio
 from itertools import zip_longest
 from pathlib import Path
 
@@ -38,10 +39,9 @@ def options_from_form(formdata: dict) -> dict:
     return options
 
 
-def prefill_for(spawner, defaults: dict) -> dict:
+def prefill_for(platform, user: str, submitted, defaults: dict) -> dict:
     """What the form shows: the last submitted options, else the last started, else defaults."""
-    submitted = spawner.orm_spawner.user_options if spawner.orm_spawner is not None else None
-    previous = submitted or last_options(spawner.platform, spawner.user.name, "notebook")
+    previous = submitted or last_options(platform, user, "notebook")
     values = {**defaults, "mounts": DEFAULT_MOUNTS}
     if isinstance(previous, dict):
         values.update({k: v for k, v in previous.items() if k in values or k == "gpu_model"})
@@ -50,9 +50,15 @@ def prefill_for(spawner, defaults: dict) -> dict:
     return values
 
 
-def render_options_form(spawner) -> str:
-    platform = spawner.platform
+async def render_options_form(spawner) -> str:
+    """The form's HTML. Hub objects are read here, on the event loop; the platform's data
+    (capacity, storage roots, last choices) in a thread."""
     requester = Requester.from_hub_user(spawner.user)
+    submitted = spawner.orm_spawner.user_options if spawner.orm_spawner is not None else None
+    return await asyncio.to_thread(_render, spawner.platform, requester, submitted)
+
+
+def _render(platform, requester: Requester, submitted) -> str:
     images = platform.catalog.images_for(requester, "notebook")
     capacity = platform.ledger.capacity()
     defaults = {
@@ -69,5 +75,5 @@ def render_options_form(spawner) -> str:
         capacity=capacity,
         limits=platform.quotas.limits_for(requester),
         roots=platform.paths.roots_for(requester),
-        values=prefill_for(spawner, defaults),
+        values=prefill_for(platform, requester.name, submitted, defaults),
     )

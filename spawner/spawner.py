@@ -127,11 +127,11 @@ class LabdeckSpawner(DockerSpawner):
         await self.ensure_reconciled()
         platform, requester = self.platform, self.requester
         try:
-            request = validate_request(platform, requester, KIND, user_options)
-            # an allocation left by an earlier failed start of this server goes back first
-            if self.workload_id:
-                end_workload(platform, self.workload_id, "replaced by a new start")
-            workload, placement = open_workload(platform, requester, request, name=self.name)
+            # path checks touch the file system and the ledger may wait for a database lock:
+            # neither may block the hub's event loop
+            request, workload, placement = await asyncio.to_thread(
+                self._open, platform, requester, user_options, self.workload_id
+            )
         except OptionError as e:
             self.log.info("Refused options for %s: %s", self._log_name, e)
             raise web.HTTPError(400, str(e)) from None
@@ -143,6 +143,14 @@ class LabdeckSpawner(DockerSpawner):
         progress.add(10, f"Reserved {cores:g} core{'' if cores == 1 else 's'}, "
                          f"{placement.memory_mb / 1024:g} GB{gpus} on host {placement.host} "
                          f"(region {placement.region})")
+
+    def _open(self, platform, requester, user_options, previous_workload):
+        request = validate_request(platform, requester, KIND, user_options)
+        if previous_workload:
+            # an allocation left by an earlier failed start of this server goes back first
+            end_workload(platform, previous_workload, "replaced by a new start")
+        workload, placement = open_workload(platform, requester, request, name=self.name)
+        return request, workload, placement
 
     async def check_allowed(self, image):
         try:
@@ -200,7 +208,7 @@ class LabdeckSpawner(DockerSpawner):
         if not getattr(self, "_placement", None):
             raise web.HTTPError(400, "options: the server was started without validated options")
         ip, port = await super().start()
-        mark_running(self.platform, self.workload_id, self.object_name, self.object_id)
+        await asyncio.to_thread(mark_running, self.platform, self.workload_id, self.object_name, self.object_id)
         self.progress_log.add(70, "Container started; waiting for JupyterLab to answer")
         await self._wait_until_answering(ip, port)
         self.progress_log.add(95, "JupyterLab is answering")
@@ -274,7 +282,7 @@ class LabdeckSpawner(DockerSpawner):
         if self.workload_id:
             await self._remove_leftover_container()
             reason = getattr(self, "_end_reason", None) or "stopped"
-            end_workload(self.platform, self.workload_id, reason)
+            await asyncio.to_thread(end_workload, self.platform, self.workload_id, reason)
         self.workload_id = self.host_name = ""
         self._end_reason = None
         self._placement = None

@@ -167,7 +167,7 @@ BAD_OPTIONS = [
     ({"cpu": "lots"}, "cpu: must be a number"),
     ({"cpu": 0}, "cpu: must be at least 0.1 cores"),
     ({"cpu": 3}, "cpu: 3 cores is more than your quota of 2 cores"),
-    ({"cpu": 64}, "cpu: 64 cores is more than any host in region 'default' has (8)"),
+    ({"cpu": 64}, "cpu: 64 cores is more than any host in region 'default' has (8 cores)"),
     ({"memory_gb": 5}, "memory_gb: 5 GB is more than your quota of 4 GB"),
     ({"memory_gb": -1}, "memory_gb: must be at least 0.25 GB"),
     ({"gpus": 1.5}, "gpus: must be a whole number"),
