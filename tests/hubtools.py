@@ -133,7 +133,7 @@ class HubProcess:
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
         headers = kwargs.pop("headers", {})
-        headers["Authorization"] = f"token {self.token}"
+        headers.setdefault("Authorization", f"token {self.token}")
         kwargs.setdefault("timeout", 60)
         return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, **kwargs)
 

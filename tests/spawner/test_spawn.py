@@ -282,3 +282,26 @@ def test_hub_restart_keeps_server_running_reachable_and_its_gpu(hub, make_user, 
     assert open_lab(s, hub, gina.name).status_code == 200
     hub.stop_server(gina.name)
     assert held_gpus(hub) == []
+
+
+def test_users_reach_only_their_own_server_and_storage(hub, make_user):
+    owner, other = make_user(), make_user()
+    r = hub.api("POST", f"/users/{other.name}/tokens", json={"note": "test", "expires_in": 600})
+    assert r.status_code == 201, r.text
+    other_token = {"Authorization": f"token {r.json()['token']}"}
+
+    # another user's server cannot be started (or even seen) with one's own token
+    r = hub.api("POST", f"/users/{owner.name}/server", json={"cpu": 1}, headers=other_token)
+    assert r.status_code in (403, 404)
+    assert containers_of(owner.name) == []
+
+    # nor can another user's storage be mapped
+    owner_storage = hub.platform.paths.user_storage(owner.name)
+    r = hub.api("POST", f"/users/{other.name}/server", headers=other_token, json={
+        "image": "labdeck/notebook:latest", "region": "default", "cpu": 1, "memory_gb": 1, "gpus": 0,
+        "mounts": [{"host_path": owner_storage, "container_path": "/data"}]})
+    assert r.status_code == 400
+    assert r.json()["message"].startswith("mounts[0].host_path:")
+    assert "is outside the places you may map: ~ (your storage)" in r.json()["message"]
+    assert owner.name not in r.json()["message"].split("may map:")[-1]  # nobody else's storage is offered
+    assert containers_of(other.name) == [] and allocations_of(hub, other.name) == []
