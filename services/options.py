@@ -155,14 +155,18 @@ def _image(platform, requester, kind, raw) -> ImageChoice:
     return platform.catalog.check(requester, kind, raw)
 
 
-def _region(resources, raw) -> str:
-    regions = resources.regions()
-    if raw in (None, "") and len(regions) == 1:
-        return regions[0]
-    if not isinstance(raw, str) or raw not in regions:
-        shown = "" if raw in (None, "") else f"'{str(raw)[:64]}' is not a region; "
-        raise OptionError("region", f"{shown}choose one of: {', '.join(regions)}")
+def _one_of(field: str, raw, choices: list[str], not_offered: str) -> str:
+    """``raw`` if it is one of ``choices``; the only choice when none was given."""
+    if raw in (None, "") and len(choices) == 1:
+        return choices[0]
+    if not isinstance(raw, str) or raw not in choices:
+        shown = "" if raw in (None, "") else f"'{str(raw)[:64]}' {not_offered}; "
+        raise OptionError(field, f"{shown}choose one of: {', '.join(choices)}")
     return raw
+
+
+def _region(resources, raw) -> str:
+    return _one_of("region", raw, resources.regions(), "is not a region")
 
 
 def _gpu_model(resources, region, gpu_count, raw) -> str | None:
@@ -171,9 +175,4 @@ def _gpu_model(resources, region, gpu_count, raw) -> str | None:
     models = resources.gpu_models(region)
     if not models:
         raise OptionError("gpus", f"region '{region}' offers no GPUs; choose 0")
-    if raw in (None, "") and len(models) == 1:
-        return models[0]
-    if not isinstance(raw, str) or raw not in models:
-        shown = "" if raw in (None, "") else f"'{str(raw)[:64]}' is not offered in region '{region}'; "
-        raise OptionError("gpu_model", f"{shown}choose one of: {', '.join(models)}")
-    return raw
+    return _one_of("gpu_model", raw, models, f"is not offered in region '{region}'")
