@@ -7,10 +7,11 @@ PostgreSQL works by URL; there the ledger relies on row locks taken by its
 conditional UPDATEs and on unique constraints.
 """
 
-from contextlib import contextmanager
+import fcntl
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -58,8 +59,46 @@ class Database:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     def create_schema(self):
-        """Create missing tables (idempotent)."""
+        """Create missing tables (idempotent). Tests only: deployments use :meth:`upgrade`."""
         Base.metadata.create_all(self.engine)
+
+    # any constant both processes agree on; names the PostgreSQL advisory lock
+    _PG_MIGRATION_LOCK = 0x6C616264  # "labd"
+
+    def upgrade(self):
+        """Bring the schema to the newest migration; safe to call at once from many processes.
+
+        An empty database gets every migration; one made by :meth:`create_schema` before
+        migrations existed is stamped as revision 0001 and upgraded from there. All
+        migrations run in one transaction under a lock (a lock file beside the SQLite file,
+        a transaction-level advisory lock on PostgreSQL), so the second caller waits and
+        then finds nothing to do.
+        """
+        from .migrations import upgrade_to_head
+
+        with self._migration_file_lock(), self.engine.connect() as conn:
+            if self.is_sqlite:
+                # a table copy by batch mode drops the old table, which with foreign keys
+                # on would cascade-delete child rows; the pragma is ignored inside a transaction
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with conn.begin():
+                    if not self.is_sqlite:
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._PG_MIGRATION_LOCK})
+                    upgrade_to_head(conn)
+                    if self.is_sqlite:
+                        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                        if broken:
+                            raise RuntimeError(f"migration left rows with dangling foreign keys: {broken[:5]}")
+            finally:
+                if self.is_sqlite:
+                    conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+
+    def _migration_file_lock(self):
+        """An exclusive lock on ``<sqlite file>.migrate.lock``; nothing for other databases."""
+        if not self.is_sqlite or self.url.database in (None, "", ":memory:"):
+            return nullcontext()
+        return _flock(Path(self.url.database + ".migrate.lock"))
 
     @staticmethod
     @contextmanager
@@ -86,3 +125,14 @@ class Database:
 
     def dispose(self):
         self.engine.dispose()
+
+
+@contextmanager
+def _flock(path: Path):
+    # never deleted: removing a lock file while another process waits on it breaks the lock
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    MetaData,
     String,
     Text,
     UniqueConstraint,
@@ -25,8 +26,21 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+# Constraint names PostgreSQL itself gives unnamed constraints, so a PostgreSQL database
+# made before migrations existed has the same names as one made by them. Migrations
+# need names to drop or alter a constraint; on SQLite, databases from that time have
+# unnamed ones: pass this to ``op.batch_alter_table(..., naming_convention=...)`` there.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "%(table_name)s_%(column_0_N_name)s_key",
+    "fk": "%(table_name)s_%(column_0_N_name)s_fkey",
+    "pk": "%(table_name)s_pkey",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+}
+
+
 class Base(DeclarativeBase):
-    pass
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class AccountStatus(str, enum.Enum):

@@ -69,7 +69,7 @@ class Platform(LoggingConfigurable):
         from .db import Database
 
         database = Database(self.db_url)
-        database.create_schema()
+        database.upgrade()
         return database
 
     @cached_property
