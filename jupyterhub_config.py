@@ -23,6 +23,7 @@ if str(HERE) not in sys.path:
     # the packages services/, spawner/, handlers/ live next to this file
     sys.path.insert(0, str(HERE))
 
+from handlers.nav import nav_items  # noqa: E402
 from services.docker_pool import bridge_gateway  # noqa: E402
 
 c = get_config()  # noqa: F821 (injected by traitlets)
@@ -46,7 +47,34 @@ c.ConfigurableHTTPProxy.api_url = os.environ.get("LABDECK_PROXY_API_URL", "http:
 # a hub restart must never stop users' servers
 c.JupyterHub.cleanup_servers = False
 c.JupyterHub.template_paths = [str(HERE / "handlers" / "templates")]
-c.JupyterHub.template_vars = {"product": "labdeck"}
+SERVICE_PREFIX = "/services/labdeck/"
+c.JupyterHub.template_vars = {
+    "product": "labdeck",
+    "labdeck_url": SERVICE_PREFIX,
+    "labdeck_nav": nav_items("/hub/", SERVICE_PREFIX),
+}
+
+# ---- the labdeck service: every module beyond "Start my Server" ----
+_extra = os.environ.get("LABDECK_EXTRA_CONFIG", "")
+c.JupyterHub.services = [
+    {
+        "name": "labdeck",
+        "url": f"http://127.0.0.1:{int(os.environ.get('LABDECK_SERVICE_PORT', '10101'))}",
+        "command": [sys.executable, "-m", "services.main"],
+        "cwd": str(HERE),
+        "oauth_no_confirm": True,  # same login, no consent screen
+        "display": False,  # it is in the navigation already
+        "environment": {
+            "LABDECK_DATA_DIR": str(data_dir),
+            "LABDECK_CONFIG_FILE": str(HERE / "jupyterhub_config.py"),
+            "LABDECK_EXTRA_CONFIG": _extra,
+            "PYTHONPATH": str(HERE),
+        },
+    },
+]
+c.Platform.service_prefix = SERVICE_PREFIX
+# every signed-in user may use the labdeck service (admins may anyway)
+c.JupyterHub.load_roles = [{"name": "user", "scopes": ["self", "access:services!service=labdeck"]}]
 
 # ---- accounts ----
 c.JupyterHub.authenticator_class = "spawner.authenticator.LabdeckAuthenticator"
@@ -65,11 +93,16 @@ c.ImageCatalog.platform_images = [
         "name": "labdeck/notebook:latest",
         "title": "JupyterLab",
         "description": "JupyterLab with Python 3.11 and jupyter-server-proxy",
-        "kinds": ["notebook", "debug", "job"],
+        "kinds": ["notebook", "job"],
+    },
+    {
+        "name": "labdeck/debug:latest",
+        "title": "Remote debug (JupyterLab + SSH)",
+        "description": "The notebook environment with an SSH server, for remote-debug sessions",
+        "kinds": ["debug"],
     },
 ]
 
 # ---- site settings last ----
-_extra = os.environ.get("LABDECK_EXTRA_CONFIG")
 if _extra:
     load_subconfig(_extra)  # noqa: F821 (injected by traitlets)

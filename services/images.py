@@ -6,6 +6,7 @@ and :meth:`ImageCatalog.check`, so an image that is not offered is refused every
 
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from traitlets import Dict, List, TraitError, validate
 from traitlets.config import LoggingConfigurable
 
@@ -63,7 +64,22 @@ class ImageCatalog(LoggingConfigurable):
                     group="Platform images",
                 )
             )
-        return choices
+        return choices + self.own_images(requester, kind)
+
+    def own_images(self, requester: Requester, kind: str) -> list[ImageChoice]:
+        """The user's saved images of this kind (their private repository)."""
+        db = getattr(self.parent, "db", None)
+        if db is None:
+            return []
+        from .models import ImageState, UserImage
+
+        with db.session() as s:
+            rows = s.scalars(select(UserImage).where(
+                UserImage.owner == requester.name, UserImage.kind == kind,
+                UserImage.state == ImageState.saved.value).order_by(UserImage.created_at.desc()))
+            return [ImageChoice(name=row.reference, title=f"{row.name}:{row.tag}",
+                                description=f"Saved from session {row.source_workload}" if row.source_workload else "",
+                                kinds=(kind,), group="My images") for row in rows]
 
     def check(self, requester: Requester, kind: str, name, field: str = "image") -> ImageChoice:
         """The choice for ``name`` if this user may run it for ``kind``, else OptionError."""

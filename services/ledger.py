@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from .errors import CapacityError, QuotaError
 from .identity import Requester
-from .models import Allocation, GpuAllocation, UsageCounter
+from .models import Allocation, GpuAllocation, PortAllocation, UsageCounter
 from .options import ResourceRequest
 from .resources import Gpu, Host
 
@@ -161,7 +161,8 @@ class Ledger:
         return None
 
     def release(self, session: Session, workload_id: str) -> bool:
-        """Give back what ``workload_id`` holds. Idempotent; True if something was held."""
+        """Give back what ``workload_id`` holds (ports included). Idempotent; True if resources were held."""
+        session.execute(delete(PortAllocation).where(PortAllocation.workload_id == workload_id))
         alloc = session.get(Allocation, workload_id)
         if alloc is None:
             return False

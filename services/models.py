@@ -152,3 +152,68 @@ class UsageCounter(Base):
     cpu_milli: Mapped[int] = mapped_column(Integer, default=0)
     memory_mb: Mapped[int] = mapped_column(Integer, default=0)
     gpus: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PortAllocation(Base):
+    """One host port held by one workload (a debug session's range). The unique constraint is the lock."""
+
+    __tablename__ = "port_allocations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(64))
+    port: Mapped[int] = mapped_column(Integer)
+    workload_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("workloads.id", ondelete="CASCADE"), index=True
+    )
+
+    __table_args__ = (UniqueConstraint("host", "port", name="uq_port_host_port"),)
+
+
+class DebugSession(Base):
+    """What a remote-debug workload needs beyond the workload row. Never the clear password."""
+
+    __tablename__ = "debug_sessions"
+
+    workload_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("workloads.id", ondelete="CASCADE"), primary_key=True
+    )
+    password_hash: Mapped[str] = mapped_column(String(255))  # crypt(3), as the container's sshd wants it
+    jupyter_token: Mapped[str] = mapped_column(String(64))  # the browser view's backend token
+    jupyter_host_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    port_first: Mapped[int] = mapped_column(Integer)
+    port_count: Mapped[int] = mapped_column(Integer)
+    ssh_user: Mapped[str] = mapped_column(String(64))
+
+
+class ImageState(str, enum.Enum):
+    saving = "saving"
+    saved = "saved"
+    failed = "failed"
+
+
+class UserImage(Base):
+    """An image in a user's private repository (a saved snapshot)."""
+
+    __tablename__ = "user_images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    tag: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))  # debug | job: the pickers that offer it
+    repository: Mapped[str] = mapped_column(String(512))
+    state: Mapped[str] = mapped_column(String(16), default=ImageState.saving.value)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    docker_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    size_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    source_workload: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    source_host: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    __table_args__ = (UniqueConstraint("owner", "name", "tag", name="uq_user_image_name_tag"),)
+
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}:{self.tag}"

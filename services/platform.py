@@ -62,6 +62,11 @@ class Platform(LoggingConfigurable):
         60, help="Seconds before a single Docker API call gives up."
     ).tag(config=True)
 
+    service_prefix = Unicode(
+        "/services/labdeck/",
+        help="URL path of the labdeck service (the hub's base URL + services/labdeck/).",
+    ).tag(config=True)
+
     # ---- the shared policies, built lazily from the same config ----
 
     @cached_property
@@ -107,6 +112,32 @@ class Platform(LoggingConfigurable):
         from .docker_pool import DockerPool
 
         return DockerPool(self)
+
+    @cached_property
+    def debug(self):
+        from .debug import DebugSessions
+
+        return DebugSessions(parent=self)
+
+    @cached_property
+    def background(self) -> set:
+        """Tasks running in the background (kept referenced until they finish)."""
+        return set()
+
+    def spawn_background(self, coro):
+        """Run ``coro`` in the background; its failure is logged, never lost silently."""
+        import asyncio
+
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+
+        def done(t):
+            self.background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                self.log.error("Background task failed", exc_info=t.exception())
+
+        task.add_done_callback(done)
+        return task
 
     @cached_property
     def ledger(self):

@@ -53,6 +53,9 @@ def workload_labels(instance: str, *, workload_id: str, kind: str, user: str,
         "labdeck.gpu_model": placement.gpu_model or "",
         "labdeck.cpu_milli": str(placement.cpu_milli),
         "labdeck.memory_mb": str(placement.memory_mb),
+        # set on every container, empty where unused, so none is inherited from a snapshot image
+        "labdeck.ports": "",
+        "labdeck.server_name": "",
     }
 
 

@@ -7,6 +7,7 @@ their workloads may well still run.
 """
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -14,6 +15,7 @@ from docker.errors import DockerException
 from sqlalchemy import select
 
 from .models import Allocation, Workload, WorkloadState, utcnow
+from .ports import parse_port_label, restore_ports
 
 
 @dataclass
@@ -75,64 +77,102 @@ def _int(value, default=0) -> int:
         return default
 
 
-async def reconcile(platform, *, start_grace: timedelta = timedelta(minutes=10)) -> ReconcileReport:
+def end_reason(obs: Observed | None) -> str:
+    """Why a workload whose container is not running ended, in the words users see."""
+    if obs is None:
+        return "lost: container vanished"
+    exited = re.match(r"Exited \((-?\d+)\)", obs.status)
+    if exited:
+        return f"exited with code {exited.group(1)}"
+    return f"lost: container {obs.status or 'stopped'}"
+
+
+async def reconcile(platform, *, kinds: tuple[str, ...] | None = None,
+                    start_grace: timedelta = timedelta(minutes=10), force: bool = False) -> ReconcileReport:
+    """Repair the database from Docker. Only workloads of ``kinds`` (None: all) are ended here;
+    the hub ends its notebooks itself, the service its sessions and jobs. Resources of every
+    running container are restored whatever its kind. Without ``force``, the write lock is
+    taken only when something needs repair."""
     observed, unreachable = await observe(platform)
     # the database work may wait on another process's write lock: keep it off the event loop
-    return await asyncio.to_thread(repair, platform, observed, unreachable, start_grace)
+    return await asyncio.to_thread(repair, platform, observed, unreachable, kinds, start_grace, force)
 
 
-def repair(platform, observed: dict[str, Observed], unreachable: list[str],
-           start_grace: timedelta) -> ReconcileReport:
+def _plan(session, platform, observed, unreachable, kinds, start_grace, now):
+    """(running containers to restore, workloads to end with reasons, ended workloads still holding)."""
+    held = set(session.scalars(select(Allocation.workload_id)))
+    restore = [obs for wid, obs in observed.items() if obs.running and wid not in held]
+    reopen = []
+    for obs in observed.values():
+        workload = session.get(Workload, obs.workload_id) if obs.running else None
+        if workload is not None and workload.state == WorkloadState.ended.value:
+            reopen.append(obs)
+    to_end = {}
+    query = select(Workload).where(Workload.state != WorkloadState.ended.value)
+    if kinds is not None:
+        query = query.where(Workload.kind.in_(kinds))
+    for workload in session.scalars(query):
+        obs = observed.get(workload.id)
+        if (obs and obs.running) or workload.host in unreachable:
+            continue
+        if workload.state == WorkloadState.starting.value and now - workload.created_at < start_grace:
+            continue  # being started right now: no container yet
+        to_end[workload.id] = end_reason(obs)
+    stale = list(session.scalars(
+        select(Allocation.workload_id).join(Workload, Workload.id == Allocation.workload_id)
+        .where(Workload.state == WorkloadState.ended.value)))
+    return restore, reopen, to_end, stale
+
+
+def repair(platform, observed: dict[str, Observed], unreachable: list[str], kinds=None,
+           start_grace: timedelta = timedelta(minutes=10), force: bool = False) -> ReconcileReport:
     """Make the database agree with what Docker runs (see the module's docstring)."""
     report = ReconcileReport(unreachable_hosts=unreachable)
-    ledger = platform.ledger
     now = utcnow()
+    if not force:
+        with platform.db.session() as session:  # a read first: most rounds find nothing to do
+            if not any(_plan(session, platform, observed, unreachable, kinds, start_grace, now)):
+                return report
+    ledger = platform.ledger
+    known_hosts = {h.name for h in platform.resources.all_hosts()}
     with platform.db.write_transaction() as session:
-        held = {a.workload_id: a for a in session.scalars(select(Allocation))}
-        for wid, obs in observed.items():
-            if not obs.running:
+        restore, reopen, to_end, stale = _plan(session, platform, observed, unreachable, kinds, start_grace, now)
+        for obs in reopen:
+            # ended in the database but alive in Docker: Docker wins
+            w = session.get(Workload, obs.workload_id)
+            w.state, w.ended_at, w.end_reason = WorkloadState.running.value, None, None
+        for obs in restore:
+            if obs.host not in known_hosts:
                 continue
-            workload = session.get(Workload, wid)
+            workload = session.get(Workload, obs.workload_id) or _workload_from_labels(session, obs, now)
             labels = obs.labels
-            if workload is None:
-                workload = Workload(
-                    id=wid, kind=labels.get("labdeck.kind", "unknown"), user=labels.get("labdeck.user", ""),
-                    region=labels.get("labdeck.region", ""), host=obs.host, image="",
-                    cpu_milli=_int(labels.get("labdeck.cpu_milli")), memory_mb=_int(labels.get("labdeck.memory_mb")),
-                    gpu_model=labels.get("labdeck.gpu_model") or None,
-                    gpu_count=len([g for g in labels.get("labdeck.gpus", "").split(",") if g]),
-                    options={}, state=WorkloadState.running.value, started_at=now,
-                )
-                session.add(workload)
-                session.flush()
-            elif workload.state == WorkloadState.ended.value:
-                # ended in the database but alive in Docker: Docker wins
-                workload.state, workload.ended_at, workload.end_reason = WorkloadState.running.value, None, None
-            if wid not in held and obs.host in {h.name for h in platform.resources.all_hosts()}:
-                gpus = [int(g) for g in labels.get("labdeck.gpus", "").split(",") if g.strip().isdigit()]
-                ledger.restore(session, wid, workload.user, obs.host, _int(labels.get("labdeck.cpu_milli")),
-                               _int(labels.get("labdeck.memory_mb")), labels.get("labdeck.gpu_model") or None, gpus)
-                report.restored.append(wid)
-
-        open_workloads = session.scalars(select(Workload).where(Workload.state != WorkloadState.ended.value))
-        for workload in open_workloads:
-            obs = observed.get(workload.id)
-            if obs and obs.running:
-                continue
-            if workload.host in unreachable:
-                continue
-            if workload.state == WorkloadState.starting.value and now - workload.created_at < start_grace:
-                continue  # being started right now: no container yet
-            reason = (f"lost: container stopped outside labdeck ({obs.status})" if obs
-                      else "lost: container vanished")
-            ledger.release(session, workload.id)
-            workload.state, workload.ended_at, workload.end_reason = WorkloadState.ended.value, now, reason
-            report.ended[workload.id] = reason
-
-        # allocations whose workload ended (crash between steps) are released too
-        for wid, alloc in held.items():
-            workload = session.get(Workload, wid)
-            if workload is not None and workload.state == WorkloadState.ended.value and alloc in session:
-                ledger.release(session, wid)
+            gpus = [int(g) for g in labels.get("labdeck.gpus", "").split(",") if g.strip().isdigit()]
+            ledger.restore(session, obs.workload_id, workload.user, obs.host, _int(labels.get("labdeck.cpu_milli")),
+                           _int(labels.get("labdeck.memory_mb")), labels.get("labdeck.gpu_model") or None, gpus)
+            restore_ports(session, obs.host, obs.workload_id, parse_port_label(labels.get("labdeck.ports", "")))
+            report.restored.append(obs.workload_id)
+        for wid, reason in to_end.items():
+            w = session.get(Workload, wid)
+            ledger.release(session, wid)
+            w.state, w.ended_at, w.end_reason = WorkloadState.ended.value, now, reason
+            report.ended[wid] = reason
+        for wid in stale:  # a crash between ending a workload and releasing its resources
+            ledger.release(session, wid)
         ledger.recompute_counters(session)
     return report
+
+
+def _workload_from_labels(session, obs: Observed, now) -> Workload:
+    """A running labdeck container the database does not know (a restored backup): record it."""
+    labels = obs.labels
+    workload = Workload(
+        id=obs.workload_id, kind=labels.get("labdeck.kind", "unknown"), user=labels.get("labdeck.user", ""),
+        region=labels.get("labdeck.region", ""), host=obs.host, image="",
+        cpu_milli=_int(labels.get("labdeck.cpu_milli")), memory_mb=_int(labels.get("labdeck.memory_mb")),
+        gpu_model=labels.get("labdeck.gpu_model") or None,
+        gpu_count=len([g for g in labels.get("labdeck.gpus", "").split(",") if g]),
+        options={}, state=WorkloadState.running.value, started_at=now,
+    )
+    session.add(workload)
+    session.flush()
+    return workload

@@ -16,8 +16,12 @@ ID_PREFIX = {"notebook": "nb", "debug": "dbg", "job": "job", "cache": "cache"}
 
 
 def open_workload(platform, requester: Requester, request: WorkloadRequest,
-                  name: str = "") -> tuple[Workload, Placement]:
-    """Record a new workload and hold its resources; raises QuotaError/CapacityError."""
+                  name: str = "", hold=None) -> tuple[Workload, Placement]:
+    """Record a new workload and hold its resources; raises QuotaError/CapacityError.
+
+    ``hold(session, workload, placement)``, when given, holds more in the same transaction
+    (a debug session's ports); if it raises, nothing at all is kept.
+    """
     workload_id = new_workload_id(ID_PREFIX[request.kind])
     r = request.resources
     with platform.db.write_transaction() as session:
@@ -31,6 +35,8 @@ def open_workload(platform, requester: Requester, request: WorkloadRequest,
         session.flush()
         placement = platform.ledger.allocate(session, workload_id, requester, r)
         workload.host = placement.host
+        if hold is not None:
+            hold(session, workload, placement)
     return workload, placement
 
 

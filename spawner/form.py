@@ -11,15 +11,15 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from services.identity import Requester
+from services.form_data import workload_form_context
 from services.workloads import last_options
 
+# the shared workload fields live with the other page templates in handlers/templates
 _env = Environment(
-    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    loader=FileSystemLoader([Path(__file__).parent / "templates",
+                             Path(__file__).parent.parent / "handlers" / "templates"]),
     autoescape=select_autoescape(default=True, default_for_string=True),
 )
-
-DEFAULT_MOUNTS = [{"host_path": "~", "container_path": "/home/jovyan/work", "read_only": False}]
-
 
 def _first(formdata: dict, key: str) -> str:
     values = formdata.get(key) or [""]
@@ -39,17 +39,6 @@ def options_from_form(formdata: dict) -> dict:
     return options
 
 
-def prefill_for(platform, user: str, submitted, defaults: dict) -> dict:
-    """What the form shows: the last submitted options, else the last started, else defaults."""
-    previous = submitted or last_options(platform, user, "notebook")
-    values = {**defaults, "mounts": DEFAULT_MOUNTS}
-    if isinstance(previous, dict):
-        values.update({k: v for k, v in previous.items() if k in values or k == "gpu_model"})
-    if not isinstance(values.get("mounts"), list):
-        values["mounts"] = []
-    return values
-
-
 async def render_options_form(spawner) -> str:
     """The form's HTML. Hub objects are read here, on the event loop; the platform's data
     (capacity, storage roots, last choices) in a thread."""
@@ -59,21 +48,7 @@ async def render_options_form(spawner) -> str:
 
 
 def _render(platform, requester: Requester, submitted) -> str:
-    images = platform.catalog.images_for(requester, "notebook")
-    capacity = platform.ledger.capacity()
-    defaults = {
-        "image": images[0].name if images else "",
-        "region": capacity[0].region if capacity else "",
-        "gpu_model": "",
-        **platform.quotas.request_defaults,
-    }
-    groups: dict[str, list] = {}
-    for image in images:
-        groups.setdefault(image.group, []).append(image)
-    return _env.get_template("options_form.html").render(
-        image_groups=groups,
-        capacity=capacity,
-        limits=platform.quotas.limits_for(requester),
-        roots=platform.paths.roots_for(requester),
-        values=prefill_for(platform, requester.name, submitted, defaults),
-    )
+    # the last submitted options (kept by the hub), else those of the last started server
+    previous = submitted or last_options(platform, requester.name, "notebook")
+    context = workload_form_context(platform, requester, "notebook", previous)
+    return _env.get_template("options_form.html").render(**context)

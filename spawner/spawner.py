@@ -91,7 +91,7 @@ class LabdeckSpawner(DockerSpawner):
         """Repair the ledger from Docker once per hub process, before the first allocation."""
         cls = LabdeckSpawner
         if cls._reconciled is None:
-            cls._reconciled = asyncio.ensure_future(reconcile(self.platform))
+            cls._reconciled = asyncio.ensure_future(reconcile(self.platform, kinds=(KIND,), force=True))
         try:
             await cls._reconciled
         except Exception:

@@ -17,6 +17,7 @@ import pytest
 from tests.hubtools import INSTANCE, REPO, HubProcess, remove_test_containers
 
 NOTEBOOK_IMAGE = "labdeck/notebook:latest"
+DEBUG_IMAGE = "labdeck/debug:latest"
 
 TEST_CONFIG = f"""
 c.Platform.instance = {INSTANCE!r}
@@ -32,6 +33,9 @@ c.Quotas.groups = {{"bigdata": {{"cpu": 4, "memory_gb": 8}}}}
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 90
 c.Spawner.poll_interval = 5  # notice dead servers quickly in tests
+c.Monitor.interval = 1
+c.DebugSessions.port_pool_first = 45000
+c.DebugSessions.port_pool_last = 45019
 """
 
 
@@ -53,10 +57,19 @@ def docker_client():
 
 
 @pytest.fixture(scope="session")
-def notebook_image(docker_client):
-    """The notebook image, built once by the one build entry point (no-op when up to date)."""
+def built_images(docker_client):
+    """Every platform image, built once by the one build entry point (no-op when up to date)."""
     subprocess.run([sys.executable, str(REPO / "images" / "build.py")], check=True, cwd=REPO)
+
+
+@pytest.fixture(scope="session")
+def notebook_image(docker_client, built_images):
     return docker_client.images.get(NOTEBOOK_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def debug_image(docker_client, built_images):
+    return docker_client.images.get(DEBUG_IMAGE)
 
 
 @pytest.fixture(scope="session")

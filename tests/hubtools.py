@@ -49,6 +49,7 @@ class HubProcess:
         self.port = free_port()
         self.proxy_api_port = free_port()
         self.hub_port = free_port()
+        self.service_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.workdir / "hub.log"
         self.proc = None
@@ -61,10 +62,10 @@ class HubProcess:
         path = self.workdir / "test_config.py"
         path.write_text(
             "c = get_config()  # noqa\n"
-            f"c.JupyterHub.services = [{{'name': {ADMIN_SERVICE!r}, 'api_token': {self.token!r}}}]\n"
-            "c.JupyterHub.load_roles = [{'name': 'labdeck-tests', 'scopes': ['admin:users', 'admin:servers', "
-            "'admin:groups', 'read:hub', 'tokens', 'access:servers'], "
-            f"'services': [{ADMIN_SERVICE!r}]}}]\n"
+            f"c.JupyterHub.services.append({{'name': {ADMIN_SERVICE!r}, 'api_token': {self.token!r}}})\n"
+            "c.JupyterHub.load_roles.append({'name': 'labdeck-tests', 'scopes': ['admin:users', 'admin:servers', "
+            "'admin:groups', 'read:hub', 'tokens', 'access:servers', 'access:services'], "
+            f"'services': [{ADMIN_SERVICE!r}]}})\n"
             f"{self.base_config}\n{self.extra_config}\n"
         )
         return path
@@ -76,6 +77,7 @@ class HubProcess:
             LABDECK_EXTRA_CONFIG=str(self._write_config()),
             LABDECK_URL=self.url,
             LABDECK_HUB_PORT=str(self.hub_port),
+            LABDECK_SERVICE_PORT=str(self.service_port),
             LABDECK_PROXY_API_URL=f"http://127.0.0.1:{self.proxy_api_port}",
             PATH=f"{REPO / 'node_modules' / '.bin'}{os.pathsep}{env.get('PATH', '')}",
         )
@@ -194,7 +196,7 @@ def login_session(hub: HubProcess, login: str, password: str) -> requests.Sessio
     r.raise_for_status()
     r = s.post(
         f"{hub.url}/hub/login",
-        data={"username": login, "password": password, "_xsrf": s.cookies.get("_xsrf", "")},
+        data={"username": login, "password": password, "_xsrf": xsrf_cookie(s, "/hub/login")},
         allow_redirects=False, timeout=30,
     )
     if r.status_code != 302:
@@ -202,10 +204,17 @@ def login_session(hub: HubProcess, login: str, password: str) -> requests.Sessio
     return s
 
 
+def xsrf_cookie(session: requests.Session, path: str) -> str:
+    """The _xsrf cookie a browser would send to ``path`` (the hub and the service each set one)."""
+    matching = [c for c in session.cookies if c.name == "_xsrf" and path.startswith(c.path or "/")]
+    matching.sort(key=lambda c: len(c.path or ""), reverse=True)
+    return matching[0].value if matching else ""
+
+
 def xsrf_post(session: requests.Session, hub: HubProcess, path: str, data=None, **kwargs) -> requests.Response:
     """POST a form to the hub with the session's XSRF token, like a browser would."""
     data = dict(data or {})
-    data.setdefault("_xsrf", session.cookies.get("_xsrf", ""))
+    data.setdefault("_xsrf", xsrf_cookie(session, path))
     kwargs.setdefault("timeout", 60)
     kwargs.setdefault("allow_redirects", False)
     return session.post(f"{hub.url}{path}", data=data, **kwargs)
@@ -225,3 +234,39 @@ def dumps(obj) -> str:
 def page_text(response: requests.Response) -> str:
     """A hub page's text: the hub sends text/html without a charset, and pages are UTF-8."""
     return response.content.decode("utf-8")
+
+
+SERVICE = "/services/labdeck/"
+
+
+def user_token(hub: HubProcess, user: str) -> str:
+    """An API token of ``user`` (with the user's own permissions), made by the admin."""
+    r = hub.api("POST", f"/users/{user}/tokens", json={"note": "tests", "expires_in": 3600})
+    assert r.status_code == 201, r.text
+    return r.json()["token"]
+
+
+class ServiceClient:
+    """Calls the labdeck service's JSON API as one user, with that user's token."""
+
+    def __init__(self, hub: HubProcess, user: str):
+        self.hub = hub
+        self.user = user
+        self.token = user_token(hub, user)
+
+    def __call__(self, method: str, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 120)
+        headers = kwargs.pop("headers", {})
+        headers.setdefault("Authorization", f"token {self.token}")
+        return requests.request(method, f"{self.hub.url}{SERVICE}api{path}", headers=headers, **kwargs)
+
+
+def wait_for(predicate, timeout: float = 30, what: str = "condition", interval: float = 0.2):
+    """Poll ``predicate`` until it returns something truthy; that value is returned."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

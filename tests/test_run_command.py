@@ -59,7 +59,7 @@ def test_start_prints_how_the_first_admin_signs_in_and_is_idempotent(tmp_path):
     env = dict(os.environ,
                LABDECK_DATA_DIR=str(tmp_path / "data"),
                LABDECK_URL=f"http://127.0.0.1:{port}",
-               LABDECK_HUB_PORT=str(free_port()),
+               LABDECK_HUB_PORT=str(free_port()), LABDECK_SERVICE_PORT=str(free_port()),
                LABDECK_PROXY_API_URL=f"http://127.0.0.1:{free_port()}")
     env.pop("LABDECK_EXTRA_CONFIG", None)
 

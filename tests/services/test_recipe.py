@@ -85,7 +85,8 @@ def test_labels_carry_what_the_ledger_needs():
                              placement=placement((DETECTED[0], DETECTED[2])))
     assert labels == {"labdeck.instance": "inst", "labdeck.id": "nb-1", "labdeck.kind": "notebook",
                       "labdeck.user": "al", "labdeck.region": "r", "labdeck.host": "h", "labdeck.gpus": "0,2",
-                      "labdeck.gpu_model": "H200", "labdeck.cpu_milli": "2500", "labdeck.memory_mb": "4096"}
+                      "labdeck.gpu_model": "H200", "labdeck.cpu_milli": "2500", "labdeck.memory_mb": "4096",
+                      "labdeck.ports": "", "labdeck.server_name": ""}
 
 
 def test_nvidia_smi_output_is_parsed():

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from services.models import Allocation, GpuAllocation, UsageCounter, Workload
-from tests.hubtools import containers_of
+from tests.hubtools import containers_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -16,15 +16,6 @@ GPU_OPTIONS = {"image": "labdeck/notebook:latest", "region": "default", "cpu": 0
 def held_gpus(hub):
     with hub.platform.db.session() as s:
         return sorted((g.host, g.gpu_index, g.workload_id) for g in s.query(GpuAllocation).all())
-
-
-def wait_for(predicate, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def start(hub, user):
