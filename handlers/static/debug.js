@@ -41,14 +41,18 @@
 
   document.querySelectorAll(".copy-ssh").forEach(function (button) {
     button.addEventListener("click", function () {
-      var input = button.parentElement.querySelector(".ssh-command");
-      input.select();
+      var command = button.parentElement.querySelector(".ssh-command");
       var done = function () { button.textContent = "Copied"; };
       if (navigator.clipboard && window.isSecureContext) {
-        navigator.clipboard.writeText(input.value).then(done);
-      } else if (document.execCommand("copy")) {
-        done();
+        navigator.clipboard.writeText(command.textContent).then(done);
+        return;
       }
+      // plain http: select the text and copy it the old way
+      var range = document.createRange();
+      range.selectNodeContents(command);
+      window.getSelection().removeAllRanges();
+      window.getSelection().addRange(range);
+      if (document.execCommand("copy")) { done(); }
     });
   });
 
@@ -68,11 +72,14 @@
     return shown[k] === "starting" || shown[k] === "saving";
   });
   if (!pending) { return; }
+  // scripted requests signed in by cookie must carry the XSRF token (JupyterHub's rule)
+  var headers = { "X-XSRFToken": (window.jhdata || {}).xsrf_token || "" };
+  function get(path) {
+    return fetch(page.dataset.api + path, { credentials: "same-origin", headers: headers })
+      .then(function (r) { return r.json(); });
+  }
   var timer = setInterval(function () {
-    Promise.all([
-      fetch(page.dataset.api + "debug", { credentials: "same-origin" }).then(function (r) { return r.json(); }),
-      fetch(page.dataset.api + "images", { credentials: "same-origin" }).then(function (r) { return r.json(); })
-    ]).then(function (answers) {
+    Promise.all([get("debug"), get("images")]).then(function (answers) {
       var changed = answers[0].sessions.some(function (s) {
         return ("s:" + s.id) in shown && shown["s:" + s.id] !== s.state;
       }) || answers[1].images.some(function (i) {
