@@ -15,6 +15,9 @@ Every image is tagged with a hash of its inputs (`labdeck/<name>:<hash12>`, full
   cannot reach PyPI from inside `docker build`) into the build context's wheels/ directory. User
   images also get the moving alias `labdeck/<name>:latest`, and must declare the labels
   labdeck.description, labdeck.kinds and labdeck.capabilities in their Dockerfile.
+- A user image may instead build on another user image: a file PARENT in its directory holds that
+  image's directory name (say `notebook`). The parent is built first, BASE is the parent's hash tag,
+  and the child's input hash includes the parent's, so a rebuilt parent rebuilds its children.
 
 Standard library only, plus the docker CLI (and debootstrap for the fallback). Long steps log to
 images/.cache/logs/; stdout gets one line per image saying what was done.
@@ -64,6 +67,8 @@ WHEEL_TARGET = {
 
 REQUIRED_LABELS = ("labdeck.description", "labdeck.kinds", "labdeck.capabilities")
 
+PARENT_FILE = "PARENT"  # in a user image's directory: the user image it builds on
+
 
 class BuildError(Exception):
     """A step failed; the message says which, and where its log is."""
@@ -74,6 +79,7 @@ class Image:
     name: str
     digest: str  # sha256 of the inputs
     directory: Path | None = None  # None for the base
+    parent: Image | None = None  # what it is built FROM (BASE); None for the base
 
     @property
     def tag(self) -> str:
@@ -103,21 +109,49 @@ def base_image() -> Image:
     return Image("base", _sha256(RECIPE_VERSION.encode(), _json(BASE)))
 
 
-def user_images(base: Image) -> list[Image]:
-    dirs = sorted(
-        d for d in IMAGES_DIR.iterdir()
+def user_images(base: Image, images_dir: Path = IMAGES_DIR) -> list[Image]:
+    """Every user image, each after the image it builds on."""
+    dirs = {
+        d.name: d for d in sorted(images_dir.iterdir())
         if d.is_dir() and d.name not in ("base", ".cache") and (d / "Dockerfile").is_file()
-    )
-    return [user_image(d, base) for d in dirs]
+    }
+    resolved: dict[str, Image] = {}  # insertion order: parents first
+
+    def resolve(name: str, children: tuple[str, ...]) -> Image:
+        if name in resolved:
+            return resolved[name]
+        if name in children:
+            raise BuildError(f"images build on each other in a circle: {' <- '.join((name, *children))}")
+        parent_name = declared_parent(dirs[name])
+        if parent_name is None:
+            parent = base
+        elif parent_name in dirs:
+            parent = resolve(parent_name, (name, *children))
+        else:
+            raise BuildError(f"{dirs[name] / PARENT_FILE} names {parent_name!r}, which is not a "
+                             f"directory with a Dockerfile under {images_dir}")
+        resolved[name] = user_image(dirs[name], parent)
+        return resolved[name]
+
+    for name in dirs:
+        resolve(name, ())
+    return list(resolved.values())
 
 
-def user_image(directory: Path, base: Image) -> Image:
-    parts = [RECIPE_VERSION.encode(), base.digest.encode(), _json(WHEEL_TARGET)]
+def declared_parent(directory: Path) -> str | None:
+    """The user image named in the directory's PARENT file; None: built on the base."""
+    path = directory / PARENT_FILE
+    return (path.read_text().strip() or None) if path.is_file() else None
+
+
+def user_image(directory: Path, parent: Image) -> Image:
+    """The image of one directory, built FROM ``parent`` (the base or another user image)."""
+    parts = [RECIPE_VERSION.encode(), parent.digest.encode(), _json(WHEEL_TARGET)]
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         if "__pycache__" in path.parts:
             continue
         parts += [path.relative_to(directory).as_posix().encode(), path.read_bytes()]
-    return Image(directory.name, _sha256(*parts), directory)
+    return Image(directory.name, _sha256(*parts), directory, parent)
 
 
 # ---------------------------------------------------------------- docker and logged steps
@@ -298,13 +332,13 @@ def _dangling_labdeck_images() -> set[str]:
     return set(listed.stdout.split())
 
 
-def build_user_image(image: Image, base: Image, *, no_cache: bool) -> None:
+def build_user_image(image: Image, *, no_cache: bool) -> None:
     context = _context(image, _wheelhouse(image))
     before = _dangling_labdeck_images()
     try:
         _run_logged(
             ["docker", "build", "--rm", *(["--no-cache"] if no_cache else []),
-             "--build-arg", f"BASE={base.tag}", "--label", f"labdeck.inputs={image.digest}",
+             "--build-arg", f"BASE={image.parent.tag}", "--label", f"labdeck.inputs={image.digest}",
              "-t", image.tag, str(context)],
             LOG_DIR / f"{image.name}.log", what=f"building {image.tag}", timeout=1800,
         )
@@ -324,15 +358,19 @@ def build_user_image(image: Image, base: Image, *, no_cache: bool) -> None:
 # ---------------------------------------------------------------- driver
 
 
-def ensure(image: Image, build, *, force: bool) -> str:
-    """Build one image unless its hash tag exists; returns the line to print."""
+def ensure(image: Image, build, *, force: bool, replaced: list[str]) -> str:
+    """Build one image unless its hash tag exists; returns the line to print.
+
+    The build it replaces (only with --force) is removed, or, while images built on it are still
+    there, appended to ``replaced`` for another try once they have been rebuilt.
+    """
     old_id = image_id(image.tag)
     if old_id and not force:
         return f"{image.tag} up to date"
     started = time.monotonic()
     how = build(no_cache=force)
-    if old_id and old_id != image_id(image.tag):
-        _docker("rmi", old_id)  # the replaced build; refused (and kept) while a container uses it
+    if old_id and old_id != image_id(image.tag) and _docker("rmi", old_id).returncode != 0:
+        replaced.append(old_id)  # refused (and kept) while a container or a child image uses it
     return f"{image.tag} built in {time.monotonic() - started:.0f} s" + (f", {how}" if how else "")
 
 
@@ -355,7 +393,11 @@ def main(argv: list[str] | None = None) -> int:
         print("build.py: the docker CLI is missing (Debian: apt-get install docker.io)", file=sys.stderr)
         return 1
     base = base_image()
-    images = user_images(base)
+    try:
+        images = user_images(base)
+    except BuildError as error:
+        print(f"build.py: {error}", file=sys.stderr)
+        return 1
     if args.list:
         for image in [base, *images]:
             state = "present" if image_id(image.tag) else "not built"
@@ -363,20 +405,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{image.tag}{alias} {state}")
         return 0
 
+    replaced: list[str] = []
     try:
         with _build_lock():
             print(ensure(base, lambda no_cache: build_base(base, no_cache=no_cache),
-                         force=args.force), flush=True)
+                         force=args.force, replaced=replaced), flush=True)
             for image in images:
                 line = ensure(
                     image,
-                    lambda no_cache, image=image: build_user_image(image, base, no_cache=no_cache),
-                    force=args.force,
+                    lambda no_cache, image=image: build_user_image(image, no_cache=no_cache),
+                    force=args.force, replaced=replaced,
                 )
                 tagged = _docker("tag", image.tag, image.latest)
                 if tagged.returncode != 0:
                     raise BuildError(f"docker tag {image.latest} failed: {tagged.stderr.strip()}")
                 print(line, flush=True)
+            for old_id in reversed(replaced):  # children first: their parents are free now
+                _docker("rmi", old_id)
     except (BuildError, subprocess.TimeoutExpired) as error:
         print(f"build.py: {error}", file=sys.stderr)
         return 1
