@@ -288,3 +288,19 @@ def test_open_shows_jupyterlab_through_the_service(hub, make_user, debug_image):
     assert s.get(f"{hub.url}{SERVICE}debug/{session['id']}/open", timeout=30).url.endswith("/open/lab")
     terminate(api, session["id"])
     assert s.get(f"{hub.url}{session['open_url']}", timeout=30).status_code == 404
+
+
+def test_the_form_shows_the_same_refusal_as_the_api(hub, make_user):
+    hal = make_user()
+    s = login_session(hub, hal.name, hal.password)
+    s.get(f"{hub.url}{SERVICE}debug/new", timeout=30)
+    form = {"name": "probe", "image": "labdeck/debug:latest", "region": "default", "cpu": "0.5",
+            "memory_gb": "0.5", "gpus": "0", "ports": "1", "password": "short"}
+    r = xsrf_post(s, hub, f"{SERVICE}debug/new", form)
+    assert r.status_code == 400
+    assert "password: must be at least 8 characters long" in page_text(r)
+    assert 'id="debug-form"' in page_text(r) and 'value="probe"' in page_text(r)  # the form, kept
+    r = xsrf_post(s, hub, f"{SERVICE}debug/new", {**form, "name": "<b>bold</b>", "password": PASSWORD})
+    assert r.status_code == 400 and "name: give the task a name" in page_text(r)
+    assert "&lt;b&gt;bold&lt;/b&gt;" in page_text(r) and "<b>bold</b>" not in page_text(r)  # escaped
+    assert containers_of(hal.name) == []
