@@ -22,7 +22,8 @@ def test_wrong_password_then_change_password(hub, page, make_user):
 
     sign_in(page, hub, user.email, user.password)
     page.wait_for_url("**/hub/**")
-    page.click("nav >> text=Password")
+    page.click("#user-menu")
+    page.click("text=Change password")
     page.wait_for_url("**/hub/change-password")
     page.fill("input[name=current_password]", user.password)
     page.fill("input[name=password]", "a-new-secret-77")
@@ -45,7 +46,8 @@ def test_admin_sees_accounts(hub, page, make_user):
     password = (hub.data_dir / "initial-admin-password").read_text().strip()
     sign_in(page, hub, "admin@labdeck.local", password)
     page.wait_for_url("**/hub/**")
-    page.click("nav >> text=Accounts")
+    page.click("#user-menu")
+    page.click(".dropdown-menu >> text=Accounts")
     page.wait_for_url("**/hub/accounts")
     rows = page.locator("#accounts-table tbody tr")
     assert rows.count() >= 2
