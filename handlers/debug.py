@@ -1,7 +1,6 @@
 """Remote debug (远程调试): pages and JSON API for long-lived containers reached by SSH."""
 
 import asyncio
-from itertools import zip_longest
 
 from tornado import web
 
@@ -11,6 +10,7 @@ from services.form_data import workload_form_context
 from services.workloads import last_options
 
 from .base import APIHandler, BaseHandler
+from .forms import form_mounts
 from .proxy import ProxyHandler, ProxyTarget
 
 FORM_FIELDS = ("name", "image", "region", "cpu", "memory_gb", "gpus", "gpu_model", "ports", "password")
@@ -19,11 +19,7 @@ FORM_FIELDS = ("name", "image", "region", "cpu", "memory_gb", "gpus", "gpu_model
 def options_from_form(handler) -> dict:
     """Form fields -> the JSON shape the API takes (the validator judges both alike)."""
     options = {key: handler.get_body_argument(key, "") for key in FORM_FIELDS}
-    rows = zip_longest(handler.get_body_arguments("mount_host"), handler.get_body_arguments("mount_container"),
-                       handler.get_body_arguments("mount_mode"), fillvalue="")
-    options["mounts"] = [
-        {"host_path": h, "container_path": c, "read_only": m == "ro"} for h, c, m in rows if h.strip() or c.strip()
-    ]
+    options["mounts"] = form_mounts(handler)
     return options
 
 

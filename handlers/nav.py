@@ -19,7 +19,7 @@ MODULES = (
     Module("experiment", "Online experiment", "hub:home"),
     Module("images", "Private repository", "svc:images"),
     Module("debug", "Remote debug", "svc:debug"),
-    Module("jobs", "Training / evaluation", None),
+    Module("jobs", "Training / evaluation", "svc:jobs"),
     Module("cache", "High-speed cache", None),
     Module("centre", "Personal centre", None),
 )

@@ -8,7 +8,6 @@ hash; the clear text is never stored, logged or passed to Docker.
 """
 
 import asyncio
-import re
 import secrets
 from dataclasses import dataclass, replace
 
@@ -21,7 +20,7 @@ from traitlets.config import LoggingConfigurable
 from .errors import OptionError
 from .identity import Requester
 from .models import DebugSession, Workload, WorkloadState
-from .options import validate_request
+from .options import check_task_name, validate_request
 from .ports import allocate_ports, port_label
 from .recipe import workload_labels
 from .ssh_password import check_password, crypt_hash
@@ -29,7 +28,6 @@ from .workloads import end_workload, mark_running, open_workload
 
 KIND = "debug"
 EXTRA_FIELDS = ("name", "ports", "password")
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 JUPYTER_PORT = 8888
 
 
@@ -59,9 +57,7 @@ def validate_debug(platform, requester: Requester, raw) -> DebugRequest:
     """The shared validation plus the session's own fields."""
     request = validate_request(platform, requester, KIND, raw, extra_fields=EXTRA_FIELDS)
     extra = request.extra
-    name = extra.get("name")
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name.strip()):
-        raise OptionError("name", "give the task a name of 1-64 letters, digits, spaces, '.', '_' or '-'")
+    name = check_task_name(extra.get("name"))
     settings = platform.debug
     raw_ports = extra.get("ports", 1)
     try:
@@ -75,8 +71,8 @@ def validate_debug(platform, requester: Requester, raw) -> DebugRequest:
         raise OptionError("password", "choose a password for SSH logins")
     check_password(password)
     # the password stays out of the stored options
-    clean = replace(request, extra={"name": name.strip(), "ports": port_count})
-    return DebugRequest(clean, name.strip(), port_count, password)
+    clean = replace(request, extra={"name": name, "ports": port_count})
+    return DebugRequest(clean, name, port_count, password)
 
 
 def _open(platform, requester: Requester, debug: DebugRequest, password_hash: str):

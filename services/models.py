@@ -72,6 +72,7 @@ class WorkloadKind(str, enum.Enum):
 
 
 class WorkloadState(str, enum.Enum):
+    queued = "queued"  # a job waiting for resources: nothing held, no container
     starting = "starting"  # resources allocated, container being created
     running = "running"
     ended = "ended"
@@ -217,3 +218,21 @@ class UserImage(Base):
     @property
     def reference(self) -> str:
         return f"{self.repository}:{self.tag}"
+
+
+class Job(Base):
+    """What a training/evaluation workload needs beyond the workload row."""
+
+    __tablename__ = "jobs"
+
+    workload_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("workloads.id", ondelete="CASCADE"), primary_key=True
+    )
+    command: Mapped[str] = mapped_column(Text)
+    time_limit_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    queued_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    bypassed: Mapped[int] = mapped_column(Integer, default=0)  # times a later job started first
+    groups: Mapped[list] = mapped_column(JSON, default=list)  # the owner's departments at submission (quota)
+    folder: Mapped[str] = mapped_column(String(1024))  # holds output/ and log.txt
+    end_requested: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it is being stopped
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)

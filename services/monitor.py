@@ -2,8 +2,9 @@
 
 Each round compares Docker with the database (services.reconcile) for the kinds the service
 owns, ends sessions whose containers exited or vanished with the true reason, removes their
-dead containers, and follows sessions still starting. Rounds that find nothing to repair
-only read.
+dead containers, finishes jobs (keeping their log and exit status), enforces time limits,
+starts queued jobs that now fit, and follows sessions still starting. Rounds that find
+nothing to repair only read.
 """
 
 import asyncio
@@ -11,11 +12,12 @@ import asyncio
 from traitlets import Float
 from traitlets.config import LoggingConfigurable
 
-from . import debug, snapshots
+from . import debug, jobs, snapshots
 from .reconcile import observe, repair
 from .workloads import active_workloads
 
-SERVICE_KINDS = ("debug", "job", "cache")
+# the kinds the generic repair ends; jobs need their log and exit status kept first (services.jobs)
+REPAIRED_KINDS = ("debug", "cache")
 
 
 class Monitor(LoggingConfigurable):
@@ -45,13 +47,15 @@ class Monitor(LoggingConfigurable):
     async def round(self, force: bool = False) -> None:
         platform = self.platform
         observed, unreachable = await observe(platform)
-        report = await asyncio.to_thread(repair, platform, observed, unreachable, SERVICE_KINDS,
+        report = await asyncio.to_thread(repair, platform, observed, unreachable, REPAIRED_KINDS,
                                          force=force)
         for wid, reason in report.ended.items():
             obs = observed.get(wid)
             self.log.info("Workload %s ended: %s", wid, reason)
             if obs is not None:
                 await debug.remove_container(platform, obs.host, debug.container_name(platform, wid))
+        await jobs.check(platform, observed, unreachable)
+        await platform.job_queue.run()
         for workload in await asyncio.to_thread(active_workloads, platform, kind=debug.KIND):
             if workload.state == "starting" and workload.id not in self._following:
                 self._following.add(workload.id)

@@ -7,6 +7,7 @@ allocated before it passes.
 """
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from .errors import OptionError
@@ -15,6 +16,7 @@ from .images import ImageChoice
 from .paths import Mount
 
 COMMON_FIELDS = ("image", "region", "cpu", "memory_gb", "gpus", "gpu_model", "mounts")
+TASK_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 MIN_CPU_MILLI = 100
 MIN_MEMORY_MB = 256
 
@@ -176,3 +178,10 @@ def _gpu_model(resources, region, gpu_count, raw) -> str | None:
     if not models:
         raise OptionError("gpus", f"region '{region}' offers no GPUs; choose 0")
     return _one_of("gpu_model", raw, models, f"is not offered in region '{region}'")
+
+
+def check_task_name(raw) -> str:
+    """The task name of a debug session or job: what the lists show."""
+    if not isinstance(raw, str) or not TASK_NAME_RE.fullmatch(raw.strip()):
+        raise OptionError("name", "give the task a name of 1-64 letters, digits, spaces, '.', '_' or '-'")
+    return raw.strip()

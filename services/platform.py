@@ -120,6 +120,24 @@ class Platform(LoggingConfigurable):
         return DebugSessions(parent=self)
 
     @cached_property
+    def jobs(self):
+        from .jobs import JobSettings
+
+        return JobSettings(parent=self)
+
+    @cached_property
+    def job_queue(self):
+        from .job_queue import JobQueue
+
+        return JobQueue(self)
+
+    @cached_property
+    def job_logs(self):
+        from .job_logs import JobLogs
+
+        return JobLogs(self)
+
+    @cached_property
     def background(self) -> set:
         """Tasks running in the background (kept referenced until they finish)."""
         return set()

@@ -107,7 +107,8 @@ class ContainerRecipe(LoggingConfigurable):
     def build(self, *, name: str, image: str, image_labels: dict | None, host: Host,
               placement: Placement, labels: dict[str, str], mounts: list[Mount] | tuple = (),
               env: dict | None = None, command=None, ports: dict[int, int | None] | None = None,
-              working_dir: str | None = None) -> ContainerSpec:
+              working_dir: str | None = None, entrypoint: list[str] | None = None,
+              user: str | None = None) -> ContainerSpec:
         """Create arguments for one workload container.
 
         ``ports`` maps container port -> host port (None: any free port) published on the
@@ -153,5 +154,9 @@ class ContainerRecipe(LoggingConfigurable):
             create_kwargs["command"] = command
         if working_dir:
             create_kwargs["working_dir"] = working_dir
+        if entrypoint is not None:
+            create_kwargs["entrypoint"] = entrypoint
+        if user:
+            create_kwargs["user"] = user
         return ContainerSpec(name=name, image=image, create_kwargs=create_kwargs,
                              host_config=host_config, labels=dict(labels))

@@ -108,7 +108,8 @@ def _plan(session, platform, observed, unreachable, kinds, start_grace, now):
         if workload is not None and workload.state == WorkloadState.ended.value:
             reopen.append(obs)
     to_end = {}
-    query = select(Workload).where(Workload.state != WorkloadState.ended.value)
+    # queued jobs hold nothing and have no container yet: nothing to compare
+    query = select(Workload).where(Workload.state.not_in((WorkloadState.ended.value, WorkloadState.queued.value)))
     if kinds is not None:
         query = query.where(Workload.kind.in_(kinds))
     for workload in session.scalars(query):

@@ -66,7 +66,7 @@ def test_remote_debug_page(hub, page, make_user, debug_image):
     page.wait_for_url("**/services/labdeck/debug")
     ended = page.locator("#ended-sessions tbody tr").first
     assert ended.locator(".end-status").inner_text() == "terminated by user"
-    ended.locator(".select-session").check()
+    ended.locator(".select-item").check()
     page.locator("#delete-selected").click()
     page.locator("#delete-dialog.show").wait_for(state="visible")
     page.wait_for_timeout(400)
