@@ -62,3 +62,13 @@ def test_real_answers_match_the_documented_schemas(hub, make_user, debug_image):
     ended = api("POST", f"/debug/{created.json()['id']}/terminate")
     check(ended.json(), "Session")
     assert api("GET", "/images").json() == {"images": []}
+
+    job = api("POST", "/jobs", json={"name": "spec", "image": "labdeck/notebook:latest", "region": "default",
+                                     "cpu": 0.5, "memory_gb": 0.5, "command": "echo hi > /output/f"})
+    assert job.status_code == 201, job.text
+    check(job.json(), "Job")
+    stopped = api("POST", f"/jobs/{job.json()['id']}/terminate")
+    check(stopped.json(), "Job")
+    check(api("GET", f"/jobs/{job.json()['id']}/log?offset=0").json(), "LogChunk")
+    for listed in api("GET", "/jobs").json()["jobs"]:
+        check(listed, "Job")
