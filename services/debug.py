@@ -24,7 +24,7 @@ from .options import check_task_name, validate_request
 from .ports import allocate_ports, port_label
 from .recipe import workload_labels
 from .ssh_password import check_password, crypt_hash
-from .workloads import end_workload, mark_running, open_workload
+from .workloads import end_workload, ended_for_deletion, mark_running, open_workload
 
 KIND = "debug"
 EXTRA_FIELDS = ("name", "ports", "password")
@@ -274,14 +274,7 @@ async def terminate_session(platform, workload_id: str, reason: str = "terminate
 def delete_sessions(platform, requester: Requester, ids: list[str]) -> list[str]:
     """Delete ended sessions' records. Running ones, and others' (unless admin), are refused."""
     with platform.db.session() as s:
-        rows = {w.id: w for w in s.scalars(select(Workload).where(Workload.id.in_(ids), Workload.kind == KIND))}
-        for wid in ids:
-            w = rows.get(wid)
-            if w is None or not (requester.admin or w.user == requester.name):
-                raise OptionError("ids", f"no such session: {str(wid)[:40]}")
-            if w.state != WorkloadState.ended.value:
-                raise OptionError("ids", f"session {wid} is still running; terminate it first")
-        for w in rows.values():
+        for w in ended_for_deletion(s, requester, ids, KIND, "session"):
             record = s.get(DebugSession, w.id)
             if record is not None:
                 s.delete(record)

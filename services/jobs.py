@@ -24,7 +24,7 @@ from .naming import escape_name, new_workload_id
 from .options import check_task_name, validate_request
 from .paths import Mount, is_within
 from .recipe import workload_labels
-from .workloads import ID_PREFIX, end_workload, mark_running
+from .workloads import ID_PREFIX, end_workload, ended_for_deletion, mark_running
 
 KIND = "job"
 EXTRA_FIELDS = ("name", "command", "time_limit_min")
@@ -324,15 +324,8 @@ def folder_of(platform, workload_id: str) -> Path | None:
 def delete_jobs(platform, requester: Requester, ids: list[str], remove_tree) -> list[str]:
     """Delete ended jobs: record, log and output folder. Running ones, and others', are refused."""
     with platform.db.session() as s:
-        rows = {w.id: w for w in s.scalars(select(Workload).where(Workload.id.in_(ids), Workload.kind == KIND))}
-        for workload_id in ids:
-            w = rows.get(workload_id)
-            if w is None or not (requester.admin or w.user == requester.name):
-                raise OptionError("ids", f"no such job: {str(workload_id)[:40]}")
-            if w.state != WorkloadState.ended.value:
-                raise OptionError("ids", f"job {workload_id} has not ended; terminate it first")
         folders = []
-        for w in rows.values():
+        for w in ended_for_deletion(s, requester, ids, KIND, "job"):
             job = s.get(Job, w.id)
             folders.append(Path(job.folder))
             s.delete(job)

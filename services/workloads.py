@@ -6,6 +6,7 @@ workload row and its ledger line are written in one transaction or not at all.
 
 from sqlalchemy import select
 
+from .errors import OptionError
 from .identity import Requester
 from .ledger import Placement
 from .models import Workload, WorkloadState, utcnow
@@ -90,3 +91,16 @@ def active_workloads(platform, *, kind: str | None = None, user: str | None = No
         if user:
             query = query.where(Workload.user == user)
         return list(session.scalars(query.order_by(Workload.created_at)))
+
+
+def ended_for_deletion(session, requester: Requester, ids: list[str], kind: str, noun: str) -> list[Workload]:
+    """The ended workloads of ``kind`` named by ``ids`` that the requester may delete (their
+    own; an admin's: anyone's). One that is unknown, someone else's, or not ended refuses all."""
+    rows = {w.id: w for w in session.scalars(select(Workload).where(Workload.id.in_(ids), Workload.kind == kind))}
+    for workload_id in ids:
+        w = rows.get(workload_id)
+        if w is None or not (requester.admin or w.user == requester.name):
+            raise OptionError("ids", f"no such {noun}: {str(workload_id)[:40]}")
+        if w.state != WorkloadState.ended.value:
+            raise OptionError("ids", f"{noun} {workload_id} has not ended; terminate it first")
+    return list(rows.values())

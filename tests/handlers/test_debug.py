@@ -247,7 +247,7 @@ def test_end_states_and_batch_delete(hub, make_user, debug_image, docker_client)
 
     running = wait_running(api, create(api, name="still running")["id"])
     r = api("POST", "/debug/delete", json={"ids": [killed["id"], running["id"]]})
-    assert r.status_code == 400 and "still running" in r.json()["message"]
+    assert r.status_code == 400 and "has not ended; terminate it first" in r.json()["message"]
     r = api("POST", "/debug/delete", json={"ids": [killed["id"], vanished["id"], stopped["id"]]})
     assert r.status_code == 200
     assert [s["id"] for s in api("GET", "/debug").json()["sessions"]] == [running["id"]]
