@@ -9,11 +9,11 @@ from jupyterhub._data import DATA_FILES_PATH
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from tornado import web
 
-from . import debug, home, images, jobs
+from . import caches, debug, home, images, jobs
 
 HERE = Path(__file__).resolve().parent
 # every module of the service; each ends with its `default_handlers` route list
-MODULES = (home, debug, jobs, images)
+MODULES = (home, debug, jobs, caches, images)
 
 
 def hub_templates_dir() -> str:

@@ -20,7 +20,7 @@ MODULES = (
     Module("images", "Private repository", "svc:images"),
     Module("debug", "Remote debug", "svc:debug"),
     Module("jobs", "Training / evaluation", "svc:jobs"),
-    Module("cache", "High-speed cache", None),
+    Module("cache", "High-speed cache", "svc:caches"),
     Module("centre", "Personal centre", None),
 )
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from traitlets import Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from .caches import record_usage
 from .errors import OptionError
 from .identity import Requester
 from .models import Job, Workload, WorkloadState, utcnow
@@ -157,6 +158,7 @@ async def start_container(platform, workload_id: str, placement) -> None:
     container_id = await platform.docker.run(host.name, spec.create)
     await platform.docker.call(host.name, "start", container_id)
     await asyncio.to_thread(mark_running, platform, workload_id, spec.name, container_id)
+    await asyncio.to_thread(record_usage, platform, workload_id, workload.user, KIND, mounts)
     platform.job_logs.follow(workload_id, host.name, container_id, Path(job.folder) / "log.txt")
 
 

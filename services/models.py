@@ -9,7 +9,10 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
+    Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -236,3 +239,80 @@ class Job(Base):
     folder: Mapped[str] = mapped_column(String(1024))  # holds output/ and log.txt
     end_requested: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it is being stopped
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class CacheState(str, enum.Enum):
+    queued = "queued"  # waiting for a copy slot
+    copying = "copying"
+    ready = "ready"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class Cache(Base):
+    """A cache task: a data set copied into a region's fast storage, and the copy itself."""
+
+    __tablename__ = "caches"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    region: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(Text)  # as the user gave it
+    source_key: Mapped[str] = mapped_column(String(1024), index=True)  # resolved, to find duplicates
+    path: Mapped[str] = mapped_column(String(1024))  # where the copy lives
+    state: Mapped[str] = mapped_column(String(16), default=CacheState.queued.value)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    files_total: Mapped[int] = mapped_column(Integer, default=0)
+    files_done: Mapped[int] = mapped_column(Integer, default=0)
+    rate_bps: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class CacheFile(Base):
+    """One file of a cache task's plan; ``done`` makes a copy resumable file by file."""
+
+    __tablename__ = "cache_files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cache_id: Mapped[str] = mapped_column(String(32), ForeignKey("caches.id", ondelete="CASCADE"))
+    rel: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    checksum_algo: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    checksum: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (Index("ix_cache_files_cache_done", "cache_id", "done"),)
+
+
+class CacheMember(Base):
+    """Who a shared cache is shared with: a user or a department (hub group)."""
+
+    __tablename__ = "cache_members"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cache_id: Mapped[str] = mapped_column(String(32), ForeignKey("caches.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # user | group
+    name: Mapped[str] = mapped_column(String(255))
+
+    __table_args__ = (UniqueConstraint("cache_id", "kind", "name", name="uq_cache_member"),)
+
+
+class CacheUsage(Base):
+    """A workload that mounted a cache: who, which, when."""
+
+    __tablename__ = "cache_usage"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cache_id: Mapped[str] = mapped_column(String(32), ForeignKey("caches.id", ondelete="CASCADE"), index=True)
+    workload_id: Mapped[str] = mapped_column(String(32), index=True)
+    user: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))
+    mounted_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

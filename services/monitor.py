@@ -56,6 +56,7 @@ class Monitor(LoggingConfigurable):
                 await debug.remove_container(platform, obs.host, debug.container_name(platform, wid))
         await jobs.check(platform, observed, unreachable)
         await platform.job_queue.run()
+        await platform.cache_runner.kick()  # resumes copies a restart interrupted
         for workload in await asyncio.to_thread(active_workloads, platform, kind=debug.KIND):
             if workload.state == "starting" and workload.id not in self._following:
                 self._following.add(workload.id)

@@ -99,7 +99,7 @@ def validate_request(platform, requester: Requester, kind: str, raw, extra_field
     limits = quotas.limits_for(requester)
 
     image = _image(platform, requester, kind, raw.get("image"))
-    region = _region(resources, raw.get("region"))
+    region = check_region(resources, raw.get("region"))
     hosts = [h for h in resources.hosts_in(region) if h.online]
     if not hosts:
         raise OptionError("region", f"no host of region '{region}' is online now")
@@ -167,7 +167,7 @@ def _one_of(field: str, raw, choices: list[str], not_offered: str) -> str:
     return raw
 
 
-def _region(resources, raw) -> str:
+def check_region(resources, raw) -> str:
     return _one_of("region", raw, resources.regions(), "is not a region")
 
 

@@ -273,7 +273,21 @@ class PathPolicy(LoggingConfigurable):
             if entry["description"]:
                 label += f" ({entry['description']})"
             roots.append(Root(entry["name"], os.path.realpath(entry["path"]), True, label))
+        caches = getattr(self.parent, "caches", None)
+        if caches is not None:  # ready caches this user may read (services.caches), read-only
+            roots.extend(caches.readable_roots(requester))
         return roots
+
+    def readable_path(self, requester: Requester, text, field: str = "source") -> tuple[str, Root]:
+        """An existing file or directory this user may read from their storage or a shared
+        root (not a cache), resolved; refused like a mapping's host path otherwise."""
+        if not isinstance(text, str) or not text.strip():
+            raise OptionError(field, "give a path: ~/sub/dir for your storage, or a path in a shared root")
+        roots = [root for root in self.roots_for(requester) if not root.name.startswith("cache:")]
+        real, _read_only, name = self._check_host_path(field, roots, text.strip(), None)
+        if not os.path.exists(real):
+            raise OptionError(field, f"{_show(text.strip())} does not exist")
+        return real, next(root for root in roots if root.name == name)
 
     # ---- mappings ----
 
@@ -381,7 +395,7 @@ class PathPolicy(LoggingConfigurable):
             raise OptionError(field, self._outside_message(shown, roots, lexical, real))
         root = max(inside, key=lambda r: len(r.path))
         if root.read_only and read_only is False:
-            raise OptionError(field, f"{shown} is in the read-only shared root '{root.name}'; mark it read-only")
+            raise OptionError(field, f"{shown} is in the read-only root '{root.name}'; mark it read-only")
         if root.read_only and mode is None:
             raise OptionError(field, f"{shown} does not exist in the shared root '{root.name}'")
         if mode is not None and not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):

@@ -138,6 +138,24 @@ class Platform(LoggingConfigurable):
         return JobLogs(self)
 
     @cached_property
+    def cache_settings(self):
+        from .caches import CacheSettings
+
+        return CacheSettings(parent=self)
+
+    @cached_property
+    def caches(self):
+        from .caches import CacheAccess
+
+        return CacheAccess(self)
+
+    @cached_property
+    def cache_runner(self):
+        from .cache_runner import CacheRunner
+
+        return CacheRunner(self)
+
+    @cached_property
     def background(self) -> set:
         """Tasks running in the background (kept referenced until they finish)."""
         return set()

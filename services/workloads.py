@@ -7,6 +7,7 @@ workload row and its ledger line are written in one transaction or not at all.
 from sqlalchemy import select
 
 from .errors import OptionError
+from .caches import record_usage
 from .identity import Requester
 from .ledger import Placement
 from .models import Workload, WorkloadState, utcnow
@@ -38,6 +39,7 @@ def open_workload(platform, requester: Requester, request: WorkloadRequest,
         workload.host = placement.host
         if hold is not None:
             hold(session, workload, placement)
+    record_usage(platform, workload_id, requester.name, request.kind, request.mounts)
     return workload, placement
 
 

@@ -36,6 +36,9 @@ c.Spawner.poll_interval = 5  # notice dead servers quickly in tests
 c.Monitor.interval = 1
 c.DebugSessions.port_pool_first = 45000
 c.DebugSessions.port_pool_last = 45019
+c.CacheSettings.storage = {{"east": {{"capacity_gb": 1}}}}
+c.CacheSettings.user_quota_gb = 5
+c.CacheSettings.max_rate_mb = 25  # copies take seconds, so tests can watch and interrupt them
 """
 
 
@@ -81,10 +84,32 @@ def shared_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def hub(tmp_path_factory, docker_client, shared_root):
+def data_server(tmp_path_factory):
+    """A plain HTTP server on 127.0.0.1 serving files for cache tasks (URL sources)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = tmp_path_factory.mktemp("http-root")
+    (root / "data").mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield SimpleNamespace(url=f"http://127.0.0.1:{server.server_port}/data/", root=root / "data")
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory, docker_client, shared_root, data_server):
     remove_test_containers()
     workdir = tmp_path_factory.mktemp("hub")
     config = TEST_CONFIG + f"\nc.PathPolicy.shared_roots = [{{'name': 'datasets', 'path': {str(shared_root)!r}}}]\n"
+    config += f"c.CacheSettings.allowed_urls = [{data_server.url!r}]\n"
     proc = HubProcess(workdir, config)
     proc.start()
     yield proc

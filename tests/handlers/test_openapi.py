@@ -72,3 +72,17 @@ def test_real_answers_match_the_documented_schemas(hub, make_user, debug_image):
     check(api("GET", f"/jobs/{job.json()['id']}/log?offset=0").json(), "LogChunk")
     for listed in api("GET", "/jobs").json()["jobs"]:
         check(listed, "Job")
+
+    import pathlib
+    folder = pathlib.Path(hub.platform.paths.user_storage(user.name)) / "spec-data"
+    folder.mkdir()
+    (folder / "f").write_text("x")
+    cache = api("POST", "/caches", json={"name": "spec", "region": "default", "source": "~/spec-data"})
+    assert cache.status_code == 201, cache.text
+    check(cache.json(), "Cache")
+    duplicate = api("POST", "/caches", json={"name": "spec", "region": "default", "source": "~/spec-data"})
+    assert duplicate.status_code == 409
+    check(duplicate.json()["existing"], "Cache")
+    for group in api("GET", "/caches").json().values():
+        for listed in group:
+            check(listed, "Cache")

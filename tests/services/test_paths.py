@@ -149,7 +149,7 @@ def test_host_path_refusal_messages(env, host, expected):
 @pytest.mark.parametrize("host", ["{shared}/imagenet", "{shared}/imagenet/train", "~/dataset"])
 def test_read_write_on_a_shared_root_is_refused(env, host, flag):
     message = refused(env, [row(fill(env, host), read_only=flag)], "mounts[0].host_path")
-    assert "read-only shared root 'imagenet'; mark it read-only" in message
+    assert "read-only root 'imagenet'; mark it read-only" in message
 
 
 def test_nothing_is_created_when_any_row_is_refused(env):
