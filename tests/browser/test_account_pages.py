@@ -2,26 +2,18 @@
 
 import pytest
 
-from tests.browser.test_start_server import SHOTS, browser, page  # noqa: F401 (fixtures)
+from tests.browser.conftest import SHOTS, sign_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 
-def sign_in(page, hub, login, password):
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("input[name=username]", login)
-    page.fill("input[name=password]", password)
-    page.click("#login_submit")
-
-
 def test_wrong_password_then_change_password(hub, page, make_user):
     user = make_user()
-    sign_in(page, hub, user.email, "not my password")
+    sign_in(page, hub, user.email, "not my password", wait=False)
     assert page.locator(".login_error").inner_text().strip() == "Invalid username or password"
     page.screenshot(path=str(SHOTS / "login-error.png"), full_page=True)
 
     sign_in(page, hub, user.email, user.password)
-    page.wait_for_url("**/hub/**")
     page.click("#user-menu")
     page.click("text=Change password")
     page.wait_for_url("**/hub/change-password")
@@ -45,7 +37,6 @@ def test_admin_sees_accounts(hub, page, make_user):
     make_user()
     password = (hub.data_dir / "initial-admin-password").read_text().strip()
     sign_in(page, hub, "admin@labdeck.local", password)
-    page.wait_for_url("**/hub/**")
     page.click("#user-menu")
     page.click(".dropdown-menu >> text=Accounts")
     page.wait_for_url("**/hub/accounts")

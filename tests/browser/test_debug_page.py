@@ -3,7 +3,7 @@ through the confirmation dialog, terminate and delete it. Screenshots for people
 
 import pytest
 
-from tests.browser.test_start_server import SHOTS, browser, page  # noqa: F401 (fixtures)
+from tests.browser.conftest import SHOTS, sign_in
 from tests.hubtools import SERVICE, ServiceClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -11,11 +11,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 def test_remote_debug_page(hub, page, make_user, debug_image):
     user = make_user()
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("input[name=username]", user.email)
-    page.fill("input[name=password]", user.password)
-    page.click("#login_submit")
-    page.wait_for_url("**/hub/**")
+    sign_in(page, hub, user.email, user.password)
 
     page.goto(f"{hub.url}{SERVICE}debug")
     assert page.locator(".navbar .nav-link.active").inner_text() == "Remote debug"

@@ -3,7 +3,7 @@ batch-delete ended jobs. Screenshots for people to look at."""
 
 import pytest
 
-from tests.browser.test_start_server import SHOTS, browser, page  # noqa: F401 (fixtures)
+from tests.browser.conftest import SHOTS, sign_in
 from tests.hubtools import SERVICE, ServiceClient, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -12,11 +12,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 def test_jobs_page(hub, page, make_user, notebook_image):
     user = make_user()
     api = ServiceClient(hub, user.name)
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("input[name=username]", user.email)
-    page.fill("input[name=password]", user.password)
-    page.click("#login_submit")
-    page.wait_for_url("**/hub/**")
+    sign_in(page, hub, user.email, user.password)
 
     page.goto(f"{hub.url}{SERVICE}jobs/new")
     page.fill("#name", "count to twelve")

@@ -1,44 +1,12 @@
-"""A person in Chromium: sign up, sign in with e-mail, fill "Start my Server", get JupyterLab.
-
-Screenshots go to tests/.artifacts/screenshots/ (git-ignored) for people to look at.
-"""
+"""A person in Chromium: sign up, sign in with e-mail, fill "Start my Server", get JupyterLab."""
 
 import secrets
-from pathlib import Path
-
 import pytest
 
+from tests.browser.conftest import SHOTS
 from tests.hubtools import containers_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
-
-SHOTS = Path(__file__).resolve().parent.parent / ".artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: ./labdeck test installs Debian's chromium package")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    yield pg
-    context.close()
-
 
 def test_sign_up_fill_form_and_open_jupyterlab(hub, page, notebook_image, shared_root):
     name = f"web{secrets.token_hex(3)}"

@@ -3,6 +3,7 @@ by the test config, so they can be watched and interrupted)."""
 
 import hashlib
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -198,7 +199,8 @@ def test_restart_mid_copy_resumes_without_recopying(hub, make_user):
 def test_sharing_members_usage_and_in_use_refusal(hub, make_user, notebook_image):
     owner = make_user()
     member = make_user()
-    colleague = make_user(groups=["vision"])
+    department = f"vision-{secrets.token_hex(3)}"
+    colleague = make_user(groups=[department])
     stranger = make_user()
     storage = Path(hub.platform.paths.user_storage(owner.name))
     (storage / "shared-set").mkdir()
@@ -213,8 +215,8 @@ def test_sharing_members_usage_and_in_use_refusal(hub, make_user, notebook_image
     assert r.status_code == 400 and "share the cache first" in r.json()["message"]
     assert api("POST", f"/caches/{cid}/share").json()["shared"] is True
     r = api("POST", f"/caches/{cid}/members", json={"add": [{"kind": "user", "name": member.name},
-                                                            {"kind": "group", "name": "vision"}]})
-    assert r.json()["members"] == [{"kind": "group", "name": "vision"}, {"kind": "user", "name": member.name}]
+                                                            {"kind": "group", "name": department}]})
+    assert r.json()["members"] == [{"kind": "group", "name": department}, {"kind": "user", "name": member.name}]
 
     assert theirs("GET", f"/caches/{cid}").status_code == 200
     assert [c["id"] for c in theirs("GET", "/caches").json()["shared"]] == [cid]
