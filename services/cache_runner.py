@@ -145,9 +145,8 @@ class CacheRunner:
             if cache is None:
                 return
             cache.state, cache.error, cache.finished_at, cache.rate_bps = state.value, error, utcnow(), 0.0
-            path = Path(cache.path)
-        if remove:  # frees the space at once; nothing half-copied is ever mounted
-            shutil.rmtree(path, ignore_errors=True)
+            if remove:  # before the new state is committed: once it shows, the space is free
+                shutil.rmtree(Path(cache.path), ignore_errors=True)
 
 
 class _Planned:

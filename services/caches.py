@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from traitlets import Dict, Float, Integer, List, Unicode
 from traitlets.config import LoggingConfigurable
 
+from . import sharing
 from .errors import OptionError
 from .identity import Requester
 from .models import Cache, CacheFile, CacheMember, CacheState, CacheUsage, Workload, WorkloadState, utcnow
@@ -236,9 +237,7 @@ def readable_roots(platform, requester: Requester) -> list[Root]:
 
 
 def _member(session, cache: Cache, requester: Requester) -> bool:
-    return cache.shared and any((m.kind == "user" and m.name == requester.name)
-                                or (m.kind == "group" and m.name in requester.groups)
-                                for m in members_of(session, cache.id))
+    return cache.shared and sharing.includes(members_of(session, cache.id), requester)
 
 
 # ---------------------------------------------------------------- reading
@@ -287,8 +286,8 @@ def list_caches(platform, requester: Requester) -> dict:
             if not cache.shared:
                 continue
             members = members_of(s, cache.id)
-            with_me = any(m.kind == "user" and m.name == requester.name for m in members)
-            with_dept = any(m.kind == "group" and m.name in requester.groups for m in members)
+            with_me = sharing.shares_with_user(members, requester)
+            with_dept = sharing.shares_with_department(members, requester)
             if mine or with_me or with_dept:
                 shared.append(cache_view(cache, requester))
             if with_dept:
@@ -329,30 +328,14 @@ def share(platform, requester: Requester, cache_id: str) -> None:
 
 
 def change_members(platform, requester: Requester, cache_id: str, add=(), remove=()) -> list[dict]:
-    for field, entries in (("add", add), ("remove", remove)):
-        if not isinstance(entries, list):
-            raise OptionError(field, "must be a list of {kind: user|group, name}")
-        for i, entry in enumerate(entries):
-            if not isinstance(entry, dict) or entry.get("kind") not in ("user", "group") \
-                    or not isinstance(entry.get("name"), str) or not entry["name"].strip() or len(entry["name"]) > 255:
-                raise OptionError(f"{field}[{i}]", "must be {\"kind\": \"user\" or \"group\", \"name\": a name}")
+    add, remove = sharing.parse_changes(add, remove)
     with platform.db.session() as s:
         cache = _own(s, requester, cache_id)
         if not cache.shared and add:
             raise OptionError("add", "share the cache first; then add members")
-        current = {(m.kind, m.name): m for m in members_of(s, cache_id)}
-        for entry in add:
-            key = (entry["kind"], entry["name"].strip())
-            if key not in current:
-                member = CacheMember(cache_id=cache_id, kind=key[0], name=key[1])
-                s.add(member)
-                current[key] = member
-        for entry in remove:
-            member = current.pop((entry["kind"], entry["name"].strip()), None)
-            if member is not None:
-                s.delete(member)
-        s.flush()
-        return [{"kind": m.kind, "name": m.name} for m in members_of(s, cache_id)]
+        members = sharing.apply_changes(s, members_of(s, cache_id), add, remove,
+                                        lambda m: CacheMember(cache_id=cache_id, kind=m.kind, name=m.name))
+        return [m.as_dict() for m in members]
 
 
 def in_use_by(session, cache_id: str) -> list[str]:

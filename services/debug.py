@@ -23,6 +23,7 @@ from .models import DebugSession, Workload, WorkloadState
 from .options import check_task_name, validate_request
 from .ports import allocate_ports, port_label
 from .recipe import workload_labels
+from .repository import ensure_image
 from .ssh_password import check_password, crypt_hash
 from .workloads import end_workload, ended_for_deletion, mark_running, open_workload
 
@@ -120,7 +121,7 @@ async def create_session(platform, requester: Requester, raw) -> Workload:
 async def _start_container(platform, workload, placement, ports, password_hash, token):
     settings = platform.debug
     host = platform.resources.host(placement.host)
-    image_info = await platform.docker.call(host.name, "inspect_image", workload.image)
+    image_info = await ensure_image(platform, host.name, workload.image)  # pulled from the registry if missing
     labels = workload_labels(platform.instance, workload_id=workload.id, kind=KIND,
                              user=workload.user, placement=placement)
     labels["labdeck.ports"] = port_label(ports)

@@ -6,7 +6,6 @@ and :meth:`ImageCatalog.check`, so an image that is not offered is refused every
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from traitlets import Dict, List, TraitError, validate
 from traitlets.config import LoggingConfigurable
 
@@ -22,7 +21,17 @@ class ImageChoice:
     title: str
     description: str
     kinds: tuple[str, ...]
-    group: str  # heading in the picker: "Platform images", later "My images", "Shared with me"
+    group: str  # heading in the picker: "Platform images", "My images" or "Shared with me"
+    kind_label: str = ""  # what it is for, shown beside the title
+
+
+
+KIND_WORDS = {"notebook": "notebooks", "debug": "remote debug", "job": "jobs"}
+
+
+def kinds_label(kinds) -> str:
+    words = [KIND_WORDS[k] for k in KINDS if k in kinds]
+    return "for " + (", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else words[0])
 
 
 class ImageCatalog(LoggingConfigurable):
@@ -62,24 +71,30 @@ class ImageCatalog(LoggingConfigurable):
                     description=spec.get("description", ""),
                     kinds=kinds,
                     group="Platform images",
+                    kind_label=kinds_label(kinds),
                 )
             )
-        return choices + self.own_images(requester, kind)
+        return choices + self.saved_images(requester)
 
-    def own_images(self, requester: Requester, kind: str) -> list[ImageChoice]:
-        """The user's saved images of this kind (their private repository)."""
-        db = getattr(self.parent, "db", None)
-        if db is None:
+    def saved_images(self, requester: Requester) -> list[ImageChoice]:
+        """The user's own saved images, then those shared with them or their departments. Every
+        picker offers them (their kind only decides the repository list they are in)."""
+        platform = self.parent
+        if getattr(platform, "db", None) is None:
             return []
-        from .models import ImageState, UserImage
+        from .repository import usable_images
+        from .snapshots import KIND_TITLES
 
-        with db.session() as s:
-            rows = s.scalars(select(UserImage).where(
-                UserImage.owner == requester.name, UserImage.kind == kind,
-                UserImage.state == ImageState.saved.value).order_by(UserImage.created_at.desc()))
-            return [ImageChoice(name=row.reference, title=f"{row.name}:{row.tag}",
-                                description=f"Saved from session {row.source_workload}" if row.source_workload else "",
-                                kinds=(kind,), group="My images") for row in rows]
+        mine, shared = [], []
+        for image, own in usable_images(platform, requester):
+            source = f", snapshot of {image.source_name or image.source_workload}" if image.source_workload else ""
+            choice = ImageChoice(
+                name=image.reference, title=f"{image.name}:{image.tag}" + ("" if own else f" (from {image.owner})"),
+                description=f"{KIND_TITLES.get(image.kind, image.kind).capitalize()} image{source}",
+                kinds=KINDS, group="My images" if own else "Shared with me",
+                kind_label=f"{KIND_TITLES.get(image.kind, image.kind)} image")
+            (mine if own else shared).append(choice)
+        return mine + shared
 
     def check(self, requester: Requester, kind: str, name, field: str = "image") -> ImageChoice:
         """The choice for ``name`` if this user may run it for ``kind``, else OptionError."""

@@ -25,6 +25,7 @@ from .naming import escape_name, new_workload_id
 from .options import check_task_name, validate_request
 from .paths import Mount, is_within
 from .recipe import workload_labels
+from .repository import ensure_image
 from .workloads import ID_PREFIX, end_workload, ended_for_deletion, mark_running
 
 KIND = "job"
@@ -140,7 +141,7 @@ async def start_container(platform, workload_id: str, placement) -> None:
     """Create and start the job's container (its resources are already held)."""
     workload, job = await asyncio.to_thread(_load, platform, workload_id)
     host = platform.resources.host(placement.host)
-    image_info = await platform.docker.call(host.name, "inspect_image", workload.image)
+    image_info = await ensure_image(platform, host.name, workload.image)  # pulled from the registry if missing
     mounts = await asyncio.to_thread(
         platform.paths.check_mappings, Requester(workload.user), workload.options.get("mounts") or [])
     mounts.append(Mount(host_path=str(Path(job.folder) / "output"), container_path=OUTPUT_PATH,

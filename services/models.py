@@ -209,8 +209,10 @@ class UserImage(Base):
     state: Mapped[str] = mapped_column(String(16), default=ImageState.saving.value)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     docker_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
-    size_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # images pass 2 GB
     source_workload: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    source_name: Mapped[str | None] = mapped_column(String(255), nullable=True)  # the session's task name
+    pushed_to: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # registry reference, if pushed
     source_host: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_by: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -221,6 +223,19 @@ class UserImage(Base):
     @property
     def reference(self) -> str:
         return f"{self.repository}:{self.tag}"
+
+
+class ImageMember(Base):
+    """Who may use a user's image besides its owner: a user or a department (hub group)."""
+
+    __tablename__ = "image_members"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(Integer, ForeignKey("user_images.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # user | group
+    name: Mapped[str] = mapped_column(String(255))
+
+    __table_args__ = (UniqueConstraint("image_id", "kind", "name", name="uq_image_member"),)
 
 
 class Job(Base):

@@ -102,6 +102,12 @@ class Platform(LoggingConfigurable):
         return ImageCatalog(parent=self)
 
     @cached_property
+    def registry(self):
+        from .repository import ImageRegistry
+
+        return ImageRegistry(parent=self)
+
+    @cached_property
     def recipe(self):
         from .recipe import ContainerRecipe
 

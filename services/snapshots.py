@@ -19,7 +19,8 @@ from .naming import escape_name
 
 NAME_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-IMAGE_KINDS = ("debug", "job")
+IMAGE_KINDS = ("debug", "job")  # the repository's two lists; every picker offers both
+KIND_TITLES = {"debug": "remote debug", "job": "training / evaluation"}
 # labels of the running container that describe the workload, not the image
 WORKLOAD_LABELS = ("labdeck.instance", "labdeck.id", "labdeck.kind", "labdeck.user", "labdeck.region",
                    "labdeck.host", "labdeck.gpus", "labdeck.gpu_model", "labdeck.cpu_milli",
@@ -52,6 +53,7 @@ def _begin(platform, requester: Requester, workload_id: str, raw) -> UserImage:
             raise OptionError("session", f"session {workload_id} is not running; only a running session can be saved")
         image = UserImage(owner=w.user, name=name, tag=tag, kind=kind, state=ImageState.saving.value,
                           repository=repository_for(platform, w.user, name), source_workload=w.id,
+                          source_name=w.name,
                           source_host=w.host, created_by=requester.name)
         s.add(image)
         try:
@@ -100,6 +102,9 @@ async def _commit(platform, image_id: int) -> None:
         return
     await asyncio.to_thread(_finish, platform, image_id, ImageState.saved, docker_id=result["Id"],
                             size=inspected.get("Size"))
+    from .repository import push_if_configured  # the repository builds on snapshots, not the reverse
+
+    await push_if_configured(platform, image_id)
 
 
 def _finish(platform, image_id: int, state, *, error=None, docker_id=None, size=None) -> None:
@@ -108,11 +113,6 @@ def _finish(platform, image_id: int, state, *, error=None, docker_id=None, size=
         image.state, image.error = state.value, error
         image.docker_id, image.size_bytes = docker_id, size
         image.finished_at = utcnow()
-
-
-def get_image(platform, image_id: int) -> UserImage | None:
-    with platform.db.session() as s:
-        return s.get(UserImage, image_id)
 
 
 def images_of(platform, owner: str) -> list[UserImage]:
@@ -124,8 +124,9 @@ def images_of(platform, owner: str) -> list[UserImage]:
 def image_view(image: UserImage) -> dict:
     return {
         "id": image.id, "name": image.name, "tag": image.tag, "reference": image.reference,
-        "kind": image.kind, "state": image.state, "error": image.error, "owner": image.owner,
-        "source": image.source_workload, "size_bytes": image.size_bytes,
+        "kind": image.kind, "kind_title": KIND_TITLES.get(image.kind, image.kind), "state": image.state,
+        "error": image.error, "owner": image.owner, "source": image.source_workload,
+        "source_name": image.source_name, "size_bytes": image.size_bytes, "pushed_to": image.pushed_to,
         "created_at": image.created_at, "finished_at": image.finished_at,
     }
 

@@ -14,7 +14,7 @@ import inspect
 import time
 
 import aiohttp
-from docker.errors import APIError, ImageNotFound
+from docker.errors import APIError
 from dockerspawner import DockerSpawner
 from jupyterhub.utils import url_path_join
 from tornado import web
@@ -28,6 +28,7 @@ from services.platform import get_platform
 from services.progress import ProgressLog
 from services.reconcile import reconcile
 from services.recipe import RecipeError, workload_labels
+from services.repository import ensure_image
 from services.workloads import end_workload, mark_running, open_workload
 
 from .form import options_from_form, render_options_form
@@ -173,12 +174,11 @@ class LabdeckSpawner(DockerSpawner):
     # ---- start / stop ----
 
     async def pull_image(self, image):
+        """Make sure the host has the image: pulled from the registry when one is configured."""
         try:
-            await self.docker("inspect_image", image)
-        except ImageNotFound:
-            raise web.HTTPError(
-                400, f"image: {image} is not present on host {self.host_name}; an admin must build or pull it"
-            ) from None
+            await ensure_image(self.platform, self.host_name, image)
+        except OptionError as e:
+            raise web.HTTPError(400, str(e)) from None
 
     async def create_object(self):
         platform = self.platform

@@ -6,6 +6,7 @@ so tests never touch a real platform's containers), a declared inventory of 2 A1
 region "default" and 1 T4 in region "east" (both hosts are the local engine).
 """
 
+import os
 import secrets
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from tests.hubtools import INSTANCE, REPO, HubProcess, remove_test_containers
 
 NOTEBOOK_IMAGE = "labdeck/notebook:latest"
 DEBUG_IMAGE = "labdeck/debug:latest"
+# debug sessions' host ports; a concurrent test session (LABDECK_TEST_INSTANCE) picks another range
+PORT_BASE = int(os.environ.get("LABDECK_TEST_PORT_BASE", "45000"))
 
 TEST_CONFIG = f"""
 c.Platform.instance = {INSTANCE!r}
@@ -34,8 +37,8 @@ c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 90
 c.Spawner.poll_interval = 5  # notice dead servers quickly in tests
 c.Monitor.interval = 1
-c.DebugSessions.port_pool_first = 45000
-c.DebugSessions.port_pool_last = 45019
+c.DebugSessions.port_pool_first = {PORT_BASE}
+c.DebugSessions.port_pool_last = {PORT_BASE + 19}
 c.CacheSettings.storage = {{"east": {{"capacity_gb": 1}}}}
 c.CacheSettings.user_quota_gb = 5
 c.CacheSettings.max_rate_mb = 25  # copies take seconds, so tests can watch and interrupt them
@@ -117,9 +120,9 @@ def hub(tmp_path_factory, docker_client, shared_root, data_server):
     remove_test_containers()
 
 
-@pytest.fixture
-def make_user(hub):
-    """Factory: an active account (password known) and its hub user, optionally in groups."""
+def _user_factory(hub):
+    """Make active accounts (password known) and their hub users, optionally in groups; yields
+    the maker, then stops the servers they left running."""
     from services.accounts import AccountStore
 
     store = AccountStore(hub.platform.db)
@@ -143,3 +146,15 @@ def make_user(hub):
         model = hub.server_model(name) if hub.proc and hub.proc.poll() is None else None
         if model:
             hub.stop_server(name)
+
+
+@pytest.fixture
+def make_user(hub):
+    """Factory: an active account (password known) and its hub user, optionally in groups."""
+    yield from _user_factory(hub)
+
+
+@pytest.fixture(scope="module")
+def make_module_user(hub):
+    """Like make_user, for module-scoped fixtures (users a whole test module shares)."""
+    yield from _user_factory(hub)

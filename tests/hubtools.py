@@ -15,7 +15,8 @@ import requests
 from traitlets.config import PyFileConfigLoader
 
 REPO = Path(__file__).resolve().parent.parent
-INSTANCE = "labdecktest"
+# A second test session (say, a helper's) sets its own instance, so neither removes the other's containers.
+INSTANCE = os.environ.get("LABDECK_TEST_INSTANCE", "labdecktest")
 ADMIN_SERVICE = "labdeck-tests"
 
 

@@ -61,7 +61,10 @@ def test_real_answers_match_the_documented_schemas(hub, make_user, debug_image):
         check(session, "Session")
     ended = api("POST", f"/debug/{created.json()['id']}/terminate")
     check(ended.json(), "Session")
-    assert api("GET", "/images").json() == {"images": []}
+    assert api("GET", "/images").json() == {"own": {"debug": [], "job": []}, "shared": [], "images": []}
+    groups = api("GET", "/images/choices?kind=debug").json()["groups"]
+    assert [g["group"] for g in groups] == ["Platform images"]
+    assert all(set(i) == {"name", "title", "description", "kind_label"} for g in groups for i in g["images"])
 
     job = api("POST", "/jobs", json={"name": "spec", "image": "labdeck/notebook:latest", "region": "default",
                                      "cpu": 0.5, "memory_gb": 0.5, "command": "echo hi > /output/f"})
