@@ -84,6 +84,9 @@ c.LabdeckAuthenticator.signup_mode = "open"
 # ---- "Start my Server" ----
 c.JupyterHub.spawner_class = "spawner.spawner.LabdeckSpawner"
 c.Spawner.default_url = "/lab"
+# Said explicitly: images built on the debug image (desktop, training, users' snapshots) have no
+# start command of their own; given one, their entrypoint runs it as the image's user.
+c.Spawner.cmd = ["jupyterhub-singleuser"]
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 60
 
@@ -100,6 +103,18 @@ c.ImageCatalog.platform_images = [
         "title": "Remote debug (JupyterLab + SSH)",
         "description": "The notebook environment with an SSH server, for remote-debug sessions",
         "kinds": ["debug"],
+    },
+    {
+        "name": "labdeck/desktop:latest",
+        "title": "Linux desktop (XFCE)",
+        "description": "An XFCE desktop in the browser (noVNC), Mesa OpenGL, gcc/g++ and make, JupyterLab, SSH",
+        "kinds": ["notebook", "debug", "job"],
+    },
+    {
+        "name": "labdeck/training:latest",
+        "title": "Training (PyTorch CPU)",
+        "description": "PyTorch (CPU build), NumPy, pandas, scikit-learn, JupyterLab, SSH",
+        "kinds": ["notebook", "debug", "job"],
     },
 ]
 

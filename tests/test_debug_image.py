@@ -76,7 +76,8 @@ def debug_image(docker_client, notebook_image):
 def create_session(docker_client, debug_image, request):
     """Factory: a started debug container; ``wait=True`` also waits until sshd greets.
 
-    ``env`` entries override the platform's variables; a value of None leaves one out.
+    ``env`` entries override the platform's variables; a value of None leaves one out. A
+    ``command`` runs in the entrypoint's command mode (as jovyan, no sshd) instead of a session.
     """
     recipe = ContainerRecipe()
     created = []
@@ -92,7 +93,7 @@ def create_session(docker_client, debug_image, request):
 
     request.addfinalizer(finalize)
 
-    def create(env=None, *, wait=True, image=debug_image) -> Session:
+    def create(env=None, *, wait=True, image=debug_image, command=None) -> Session:
         workload_id = new_workload_id("dbg")
         placement = Placement(workload_id, LOCAL.name, LOCAL.region, 1000, 1024, None, ())
         token = secrets.token_hex(16)
@@ -109,6 +110,7 @@ def create_session(docker_client, debug_image, request):
             name=f"{INSTANCE}-{workload_id}", image=image.id, image_labels=image.labels,
             host=LOCAL, placement=placement, labels={**labels, **TEST_LABELS},
             env={k: v for k, v in environment.items() if v is not None}, ports={22: None, 8888: None},
+            command=command,
         )
         container = docker_client.containers.get(spec.create(docker_client.api))
         created.append(container)
@@ -322,6 +324,38 @@ def test_refuses_to_start_with_bad_settings(create_session, env, message):
     logs = session.logs()
     assert message in logs and "not starting" in logs
     assert PASSWORD not in logs
+
+
+@integration
+def test_with_a_command_runs_it_as_jovyan_and_nothing_else(create_session):
+    session = create_session(wait=False, command=[
+        "sh", "-c", "id -u; id -gn; echo ${LABDECK_PASSWORD_HASH-no hash}; pgrep -x sshd || echo no sshd; "
+                    "grep CapEff /proc/self/status; exit 3"])
+    assert session.container.wait(timeout=60)["StatusCode"] == 3  # the command's own exit status
+    assert session.logs().splitlines() == [
+        "1000", "users", "no hash", "no sshd", "CapEff:\t0000000000000000"]
+
+
+@integration
+def test_command_mode_serves_jupyter_as_jovyan_and_stops_cleanly(create_session):
+    """As "Start my Server" runs a debug-derived image (a snapshot, the desktop image)."""
+    token = secrets.token_hex(16)
+    session = create_session({"JUPYTER_TOKEN": token}, wait=False, command=[
+        "jupyter", "lab", "--no-browser", "--ip=0.0.0.0", "--port=8888", f"--ServerApp.base_url={BASE_URL}"])
+    session.find_ports()
+    wait_for_jupyter(session)
+    response = requests.get(session.url(BASE_URL + "api/status"),
+                            headers={"Authorization": f"token {token}"}, timeout=10)
+    assert response.status_code == 200
+    exit_code, output = session.container.exec_run(
+        ["sh", "-c", "ps -o user= -p $(pgrep -o -f bin/jupyter-lab); pgrep -x sshd || echo no sshd"])
+    assert exit_code == 0 and output.decode().split() == ["jovyan", "no", "sshd"]
+    # tini, as root without CAP_KILL, cannot signal jovyan's processes: the entrypoint passes
+    # SIGTERM on, so Jupyter shuts down by itself instead of being killed after the timeout
+    session.container.stop(timeout=30)
+    assert session.container.wait(timeout=60)["StatusCode"] == 0
+    logs = session.logs()
+    assert "received signal 15, stopping" in logs and "Unexpected error when forwarding signal" not in logs
 
 
 def make_image_dir(root, name, parent=None, content="FROM ${BASE}\n"):
