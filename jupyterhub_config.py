@@ -53,6 +53,9 @@ c.JupyterHub.template_vars = {
     "labdeck_url": SERVICE_PREFIX,
     "labdeck_nav": nav_items("/hub/", SERVICE_PREFIX),
 }
+from spawner.notices import banner_vars  # noqa: E402
+
+c.JupyterHub.template_vars["labdeck_banners"] = banner_vars(c)  # maintenance notices on the hub's pages
 
 # ---- the labdeck service: every module beyond "Start my Server" ----
 _extra = os.environ.get("LABDECK_EXTRA_CONFIG", "")

@@ -9,11 +9,11 @@ from jupyterhub._data import DATA_FILES_PATH
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from tornado import web
 
-from . import caches, debug, home, images, jobs
+from . import admin, caches, centre, debug, home, images, jobs
 
 HERE = Path(__file__).resolve().parent
 # every module of the service; each ends with its `default_handlers` route list
-MODULES = (home, debug, jobs, caches, images)
+MODULES = (home, debug, jobs, caches, images, centre, admin)
 
 
 def hub_templates_dir() -> str:

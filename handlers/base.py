@@ -10,7 +10,9 @@ from types import SimpleNamespace
 
 from jupyterhub.services.auth import HubOAuthenticated, UserNotAllowed
 from tornado import web
+from tornado.log import app_log
 
+from services import notifications
 from services.errors import OptionError
 from services.identity import Requester
 
@@ -77,12 +79,24 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         return dict(
             base_url=hub, prefix=hub, user=user, labdeck_url=prefix,
             labdeck_nav=nav_items(hub, prefix),
+            labdeck_banners=self.banners(), labdeck_in_service=True, labdeck_here=self.request.uri,
             login_url=hub + "login", logout_url=hub + "logout",
             static_url=lambda path, include_version=True: f"{hub}static/{path}",
             version_hash="", services=[], parsed_scopes=set(), expanded_scopes=set(),
             no_spawner_check=True, announcement=None,
             xsrf=self.xsrf_token.decode("ascii"), xsrf_token=self.xsrf_token.decode("ascii"),
         )
+
+    def banners(self) -> list[dict]:
+        """The user's active banners (maintenance notices); a failure here never breaks a page."""
+        model = self.current_user
+        if not model:
+            return []
+        try:
+            return notifications.banners_for(self.platform.db, model["name"])
+        except Exception:
+            app_log.warning("Could not read banners for %s", model["name"], exc_info=True)
+            return []
 
     def render_page(self, template: str, status: int = 200, **ns):
         self.set_status(status)

@@ -21,7 +21,7 @@ MODULES = (
     Module("debug", "Remote debug", "svc:debug"),
     Module("jobs", "Training / evaluation", "svc:jobs"),
     Module("cache", "High-speed cache", "svc:caches"),
-    Module("centre", "Personal centre", None),
+    Module("centre", "Personal centre", "svc:centre"),
 )
 
 

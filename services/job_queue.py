@@ -52,7 +52,7 @@ class JobQueue:
                 if region in held_back:
                     continue
                 request = ResourceRequest(region, workload.cpu_milli, workload.memory_mb,
-                                          workload.gpu_count, workload.gpu_model)
+                                          workload.gpu_count, workload.gpu_model, job.time_limit_s)
                 owner = Requester(workload.user, frozenset(job.groups or ()))
                 try:
                     with s.begin_nested():

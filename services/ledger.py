@@ -16,8 +16,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .errors import CapacityError, QuotaError
+from .hosts import closed_hosts
 from .identity import Requester
-from .models import Allocation, GpuAllocation, PortAllocation, UsageCounter
+from .models import Allocation, GpuAllocation, PortAllocation, UsageCounter, utcnow
 from .options import ResourceRequest
 from .resources import Gpu, Host
 
@@ -117,8 +118,24 @@ class Ledger:
                 return placement
         raise self._capacity_error(session, request)
 
+    def _open_hosts(self, session, request: ResourceRequest) -> tuple[list[Host], list[str]]:
+        """Hosts of the region that take new work now, and why the others do not."""
+        hosts, why = [], []
+        region_hosts = self.resources.hosts_in(request.region)
+        closed = closed_hosts(session, [h.name for h in region_hosts], utcnow(), request.time_limit_s)
+        for h in region_hosts:
+            if not h.online:
+                why.append(f"{h.name} does not answer")
+            elif h.drained:
+                why.append(f"{h.name} is draining")
+            elif h.name in closed:
+                why.append(closed[h.name])
+            else:
+                hosts.append(h)
+        return hosts, why
+
     def _candidates(self, session, request: ResourceRequest) -> list[Host]:
-        hosts = [h for h in self.resources.hosts_in(request.region) if h.online]
+        hosts, _why = self._open_hosts(session, request)
         if request.gpu_count:
             hosts = [h for h in hosts if len(h.gpus_of(request.gpu_model)) >= request.gpu_count]
             used = self._used_gpu_indices(session)
@@ -246,7 +263,7 @@ class Ledger:
             used = self._used_gpu_indices(session)
         out = []
         for region in self.resources.regions():
-            hosts = [h for h in self.resources.hosts_in(region) if h.online]
+            hosts = [h for h in self.resources.hosts_in(region) if h.online and not h.drained]
             free_cpu = [max(0.0, h.cpus - usage.get(h.name, (0, 0))[0] / 1000) for h in hosts]
             free_mem = [max(0.0, (h.memory_mb - usage.get(h.name, (0, 0))[1]) / 1024) for h in hosts]
             models = []
@@ -280,7 +297,10 @@ class Ledger:
 
     def _capacity_error(self, session, request) -> CapacityError:
         region = request.region
-        hosts = [h for h in self.resources.hosts_in(region) if h.online]
+        hosts, why = self._open_hosts(session, request)
+        if not hosts:
+            return CapacityError("region", f"no host in region '{region}' takes new work now: "
+                                           f"{'; '.join(why) or 'it has no hosts'}; try another region or later")
         usage = self._host_usage(session)
         if request.gpu_count:
             used = self._used_gpu_indices(session)

@@ -331,3 +331,63 @@ class CacheUsage(Base):
     user: Mapped[str] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(16))
     mounted_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class HostRecord(Base):
+    """A host's platform-side record: the spec of hosts admins added (config hosts have none
+    here), and for every host its drain flag and what the last probe found."""
+
+    __tablename__ = "hosts"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    origin: Mapped[str] = mapped_column(String(8), default="added")  # added | config
+    region: Mapped[str] = mapped_column(String(64))
+    docker_url: Mapped[str] = mapped_column(String(512))
+    tls: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # {"ca":..., "cert":..., "key":...}
+    address: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    gpus: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # declared inventory {"A100": 2}
+    cpus: Mapped[float | None] = mapped_column(Float, nullable=True)  # as probed (or declared)
+    memory_mb: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    drained: Mapped[bool] = mapped_column(Boolean, default=False)
+    reachable: Mapped[bool] = mapped_column(Boolean, default=True)
+    probe_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    probed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    added_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)  # readers reload on change
+
+
+class MaintenanceWindow(Base):
+    """Planned maintenance of a host: placement avoids it, and the users it affects were told."""
+
+    __tablename__ = "maintenance_windows"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(64), index=True)
+    starts_at: Mapped[datetime] = mapped_column(DateTime)
+    ends_at: Mapped[datetime] = mapped_column(DateTime)
+    message: Mapped[str] = mapped_column(Text)
+    affected: Mapped[list] = mapped_column(JSON, default=list)  # [{workload, kind, user, email}] at submission
+    emails_sent: Mapped[int] = mapped_column(Integer, default=0)
+    email_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Notification(Base):
+    """A message to one user; banners show until read (dismissed) or expired."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user: Mapped[str] = mapped_column(String(255))
+    title: Mapped[str] = mapped_column(String(255))
+    message: Mapped[str] = mapped_column(Text)
+    banner: Mapped[bool] = mapped_column(Boolean, default=False)
+    window_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("maintenance_windows.id", ondelete="SET NULL"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    read_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    __table_args__ = (Index("ix_notifications_user_read", "user", "read_at"),)

@@ -28,6 +28,7 @@ class ResourceRequest:
     memory_mb: int
     gpu_count: int = 0
     gpu_model: str | None = None
+    time_limit_s: int | None = None  # None: open-ended (notebooks, debug sessions, jobs without a limit)
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,12 @@ class Platform(LoggingConfigurable):
         return ImageCatalog(parent=self)
 
     @cached_property
+    def mailer(self):
+        from .mailer import Mailer
+
+        return Mailer(parent=self)
+
+    @cached_property
     def registry(self):
         from .repository import ImageRegistry
 

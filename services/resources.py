@@ -13,13 +13,15 @@ inventory ``{"A100": 2, "T4": 1}`` (indices numbered in that order) or a list
 where there is no GPU: indices are allocated and exported, but no device is requested.
 """
 
+import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 from docker.errors import DockerException
-from traitlets import Dict, List, TraitError, Unicode, validate
+from traitlets import Dict, Float, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from .docker_pool import DEFAULT_DOCKER_URL, make_client
@@ -46,7 +48,8 @@ class Host:
     memory_mb: int
     gpus: tuple[Gpu, ...]
     gpu_source: str  # declared | detected
-    online: bool = True
+    online: bool = True  # answered its last probe
+    drained: bool = False  # takes no new workloads (running ones continue)
 
     @property
     def is_local(self) -> bool:
@@ -85,6 +88,23 @@ def parse_nvidia_smi(out: str) -> list[Gpu]:
     return gpus
 
 
+GPU_ITEM_RE = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9 ._-]{0,63}?)\s*[:x×=]\s*(\d{1,3})\s*")
+
+
+def parse_gpu_inventory(text: str) -> dict[str, int]:
+    """``"A100: 4, T4: 2"`` (the add-host form) -> ``{"A100": 4, "T4": 2}``."""
+    inventory: dict[str, int] = {}
+    for item in filter(str.strip, text.split(",")):
+        match = GPU_ITEM_RE.fullmatch(item)
+        if not match or int(match.group(2)) < 1:
+            raise ValueError(f"'{item.strip()[:64]}' is not MODEL: COUNT; write e.g. A100: 4, T4: 2")
+        model = match.group(1).strip()
+        if model in inventory:
+            raise ValueError(f"{model} is listed twice")
+        inventory[model] = int(match.group(2))
+    return inventory
+
+
 def declared_gpus(spec) -> list[Gpu]:
     """Turn ``{"A100": 2}`` or ``[{"index":..., "model":...}]`` into GPUs."""
     if isinstance(spec, dict):
@@ -119,6 +139,16 @@ class Resources(LoggingConfigurable):
         help="Display names of regions, e.g. {'east': 'East campus (A100)'}.",
     ).tag(config=True)
 
+    reload_interval = Float(
+        1.0,
+        help="""Seconds between looks at the hosts table for changes (hosts added, drained or
+        probed from the admin page, possibly by the other process).""",
+    ).tag(config=True)
+
+    _stamp = None
+    _checked = 0.0
+    _merged: dict = {}
+
     def _local_only_hosts(self):
         return [{"name": "local", "region": "default", "docker_url": DEFAULT_DOCKER_URL, "gpus": "detect"}]
 
@@ -135,9 +165,52 @@ class Resources(LoggingConfigurable):
         return proposal.value
 
     @cached_property
-    def _hosts(self) -> dict[str, Host]:
+    def _config_hosts(self) -> dict[str, Host]:
         specs = self.hosts or self._local_only_hosts()
         return {spec["name"]: self._resolve(spec) for spec in specs}
+
+    @property
+    def _hosts(self) -> dict[str, Host]:
+        """Config hosts with their recorded state, then hosts added by admins (see services.hosts)."""
+        now = time.monotonic()
+        if now - self._checked >= self.reload_interval or self._stamp is None:
+            self._checked = now
+            records, stamp = self._records()
+            if stamp != self._stamp:
+                self._merged, self._stamp = self._merge(records), stamp
+        return self._merged
+
+    def invalidate(self) -> None:
+        """Look at the hosts table again on the next question (this process changed it)."""
+        self._checked = 0.0
+        self._stamp = None
+
+    def _records(self):
+        db = getattr(self.parent, "db", None)
+        if db is None:
+            return [], ()
+        from .models import HostRecord
+
+        with db.session() as s:
+            records = [(r.name, r.origin, r.region, r.docker_url, r.tls, r.address, r.gpus, r.cpus, r.memory_mb,
+                        r.drained, r.reachable) for r in s.query(HostRecord).order_by(HostRecord.created_at)]
+        return records, tuple(records)
+
+    def _merge(self, records) -> dict[str, Host]:
+        hosts = dict(self._config_hosts)
+        for name, origin, region, url, tls, address, gpus, cpus, memory_mb, drained, reachable in records:
+            if origin == "config":
+                if name in hosts:  # a record of a host since removed from the config is ignored
+                    hosts[name] = replace(hosts[name], drained=drained, online=reachable)
+                continue
+            if name in hosts:
+                continue  # the config wins over an added host of the same name
+            hosts[name] = Host(
+                name=name, region=region, docker_url=url, tls=tls,
+                address=address or ("127.0.0.1" if url.startswith("unix://") else url.split("//")[-1].rsplit(":", 1)[0]),
+                cpus=float(cpus or 0), memory_mb=int(memory_mb or 0), gpus=tuple(declared_gpus(gpus or {})),
+                gpu_source=GPU_SOURCE_DECLARED, online=reachable, drained=drained)
+        return hosts
 
     def _resolve(self, spec: dict) -> Host:
         docker_url = spec.get("docker_url", DEFAULT_DOCKER_URL)
@@ -173,7 +246,11 @@ class Resources(LoggingConfigurable):
         return list(self._hosts.values())
 
     def host(self, name: str) -> Host:
-        return self._hosts[name]
+        try:
+            return self._hosts[name]
+        except KeyError:  # perhaps added by the other process a moment ago
+            self.invalidate()
+            return self._hosts[name]
 
     def regions(self) -> list[str]:
         seen = []

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import docker
 import pytest
 
-from tests.hubtools import INSTANCE, REPO, HubProcess, remove_test_containers
+from tests.hubtools import INSTANCE, REPO, HubProcess, free_port, remove_test_containers
 
 NOTEBOOK_IMAGE = "labdeck/notebook:latest"
 DEBUG_IMAGE = "labdeck/debug:latest"
@@ -108,11 +108,32 @@ def data_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def hub(tmp_path_factory, docker_client, shared_root, data_server):
+def smtp_server():
+    """A real SMTP server on 127.0.0.1 (aiosmtpd); ``.messages`` holds what it received."""
+    from aiosmtpd.controller import Controller
+
+    received = []
+
+    class Keep:
+        async def handle_DATA(self, server, session, envelope):
+            received.append(SimpleNamespace(to=list(envelope.rcpt_tos), sender=envelope.mail_from,
+                                            text=envelope.content.decode("utf-8", "replace")))
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield SimpleNamespace(host="127.0.0.1", port=port, messages=received)
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory, docker_client, shared_root, data_server, smtp_server):
     remove_test_containers()
     workdir = tmp_path_factory.mktemp("hub")
     config = TEST_CONFIG + f"\nc.PathPolicy.shared_roots = [{{'name': 'datasets', 'path': {str(shared_root)!r}}}]\n"
     config += f"c.CacheSettings.allowed_urls = [{data_server.url!r}]\n"
+    config += f"c.Mailer.smtp_host = {smtp_server.host!r}\nc.Mailer.smtp_port = {smtp_server.port}\n"
     proc = HubProcess(workdir, config)
     proc.start()
     yield proc
@@ -128,12 +149,15 @@ def _user_factory(hub):
     store = AccountStore(hub.platform.db)
     created = []
 
-    def make(name=None, password="correct horse 1", groups=()):
+    def make(name=None, password="correct horse 1", groups=(), admin=False):
         name = name or f"u{secrets.token_hex(4)}"
         email = f"{name}@example.org"
         store.create(name, email, password)
         r = hub.api("POST", f"/users/{name}")
         assert r.status_code in (201, 409), r.text
+        if admin:
+            r = hub.api("PATCH", f"/users/{name}", json={"admin": True})
+            assert r.status_code == 200, r.text
         for group in groups:
             hub.api("POST", f"/groups/{group}")
             r = hub.api("POST", f"/groups/{group}/users", json={"users": [name]})
@@ -146,6 +170,21 @@ def _user_factory(hub):
         model = hub.server_model(name) if hub.proc and hub.proc.poll() is None else None
         if model:
             hub.stop_server(name)
+
+
+@pytest.fixture(scope="session")
+def second_engine(docker_client, notebook_image):
+    """A second Docker engine on this machine, with its own socket, data directory and bridge,
+    holding the notebook image: a host for the admin's "add host" (see tests/engines.py)."""
+    from tests.engines import SecondEngine
+
+    engine = SecondEngine()
+    engine.start()
+    try:
+        engine.load_image(NOTEBOOK_IMAGE)
+        yield engine
+    finally:
+        engine.stop()
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ class HubProcess:
         path = self.workdir / "test_config.py"
         path.write_text(
             "c = get_config()  # noqa\n"
-            f"c.JupyterHub.services.append({{'name': {ADMIN_SERVICE!r}, 'api_token': {self.token!r}}})\n"
+            f"c.JupyterHub.services.append({{'name': {ADMIN_SERVICE!r}, 'api_token': {self.token!r}, 'admin': True}})\n"
             "c.JupyterHub.load_roles.append({'name': 'labdeck-tests', 'scopes': ['admin:users', 'admin:servers', "
             "'admin:groups', 'read:hub', 'tokens', 'access:servers', 'access:services'], "
             f"'services': [{ADMIN_SERVICE!r}]}})\n"
