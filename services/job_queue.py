@@ -24,21 +24,27 @@ class JobQueue:
         self._lock = asyncio.Lock()  # one scheduling pass at a time in this process
 
     async def run(self) -> list[str]:
-        """Start every queued job that can be placed now; returns their IDs."""
-        from .jobs import start_container
+        """Start every queued job that can be placed now; returns their IDs.
 
+        Placement is one pass at a time; the containers of the jobs it placed are then created
+        side by side, outside the lock, so a slow start (an image pulled from the registry)
+        neither holds up the others nor the next pass."""
         async with self._lock:
             started = await asyncio.to_thread(self._place)
-            for workload_id, placement in started:
-                try:
-                    await start_container(self.platform, workload_id, placement)
-                except Exception as e:  # Docker refused: the job ends, its resources go back
-                    reason = getattr(e, "explanation", None) or str(e)
-                    self.platform.log.warning("Job %s failed to start: %s", workload_id, reason)
-                    await asyncio.to_thread(self._fail, workload_id, f"failed to start: {reason}")
         if started:
+            await asyncio.gather(*(self._start(w, p) for w, p in started))
             self.platform.log.info("Started jobs: %s", ", ".join(w for w, _ in started))
         return [w for w, _ in started]
+
+    async def _start(self, workload_id: str, placement) -> None:
+        from .jobs import start_container
+
+        try:
+            await start_container(self.platform, workload_id, placement)
+        except Exception as e:  # Docker refused: the job ends, its resources go back
+            reason = getattr(e, "explanation", None) or str(e)
+            self.platform.log.warning("Job %s failed to start: %s", workload_id, reason)
+            await asyncio.to_thread(self._fail, workload_id, f"failed to start: {reason}")
 
     def _place(self) -> list:
         platform = self.platform
