@@ -8,6 +8,7 @@ conditional UPDATEs and on unique constraints.
 """
 
 import fcntl
+import threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class Database:
         if self.is_sqlite:
             self._configure_sqlite(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._local = threading.local()
         self._write_sessions = sessionmaker(
             self.engine.execution_options(labdeck_immediate=True),
             expire_on_commit=False,
@@ -111,8 +113,30 @@ class Database:
                 s.rollback()
                 raise
 
+    @contextmanager
+    def _outer_immediate(self) -> Session:
+        """A write-locked session, unless this thread is inside one already: a nested session
+        then reads without the lock (asking for it again would wait on ourselves)."""
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
+        try:
+            with self._scope(self._sessions if depth else self._write_sessions) as s:
+                yield s
+        finally:
+            self._local.depth = depth
+
     def session(self):
-        """A session for reads and ordinary writes; commits on success."""
+        """A session for reads and writes; commits on success.
+
+        On SQLite it takes the write lock when it begins (``BEGIN IMMEDIATE``): a transaction
+        that reads and then writes would otherwise fail at once with "database is locked"
+        whenever the other process committed in between (the busy timeout does not apply to
+        that upgrade). Pure reads on hot paths use :meth:`read`.
+        """
+        return self._outer_immediate()
+
+    def read(self):
+        """A session for reads only (SQLite: no write lock, never waits for writers)."""
         return self._scope(self._sessions)
 
     def write_transaction(self):
@@ -120,8 +144,9 @@ class Database:
 
         Use it for check-then-write sequences that must not interleave with another
         process (allocation of resources). On PostgreSQL it is an ordinary transaction.
+        Like :meth:`session` now, which it remains for the callers that say what they need.
         """
-        return self._scope(self._write_sessions)
+        return self._outer_immediate()
 
     def dispose(self):
         self.engine.dispose()

@@ -31,14 +31,28 @@ class JobLogs:
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="job-log")
         self._followers: dict[str, tuple] = {}  # workload id -> (future, stop event)
 
-    def follow(self, workload_id: str, host_name: str, container_id: str, path: Path) -> None:
-        """Copy the running container's log to ``path`` until it exits (once per job)."""
+    def follow(self, workload_id: str, host_name: str, container_id: str, path: Path, on_end=None) -> None:
+        """Copy the running container's log to ``path`` until it exits (once per job). When the
+        stream ends, ``on_end(platform, workload_id, host_name, container_id)`` runs on the loop."""
         current = self._followers.get(workload_id)
         if current is not None and not current[0].done():
             return
         stop = threading.Event()
         future = self.pool.submit(self._run, host_name, container_id, path, True, stop)
         self._followers[workload_id] = (future, stop)
+        if on_end is not None:
+            loop = asyncio.get_running_loop()
+
+            def ended(_future):
+                if stop.is_set():  # finish() gave up on it: finalize runs already
+                    return
+                try:
+                    loop.call_soon_threadsafe(self.platform.spawn_background,
+                                              on_end(self.platform, workload_id, host_name, container_id))
+                except RuntimeError:  # the loop closed: the service is stopping; the monitor sees it later
+                    pass
+
+            future.add_done_callback(ended)
 
     def _run(self, host_name, container_id, path, follow, stop) -> bool:
         try:

@@ -12,7 +12,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from docker.errors import NotFound
+from docker.errors import APIError, NotFound
 from sqlalchemy import select
 from traitlets import Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
@@ -160,12 +160,26 @@ async def start_container(platform, workload_id: str, placement) -> None:
     await platform.docker.call(host.name, "start", container_id)
     await asyncio.to_thread(mark_running, platform, workload_id, spec.name, container_id)
     await asyncio.to_thread(record_usage, platform, workload_id, workload.user, KIND, mounts)
-    platform.job_logs.follow(workload_id, host.name, container_id, Path(job.folder) / "log.txt")
+    platform.job_logs.follow(workload_id, host.name, container_id, Path(job.folder) / "log.txt", on_end=on_log_end)
 
 
 async def finalize(platform, workload_id: str, host_name: str, container_id: str) -> None:
-    """The container has exited: keep its log and exit status, end the job, remove the container."""
-    _, job = await asyncio.to_thread(_load, platform, workload_id)
+    """The container has exited: keep its log and exit status, end the job, remove the container.
+
+    Once per job: the exit hook, a terminate and a monitor round may all see the exit at the
+    same moment; later callers wait for the first one's work instead of repeating it."""
+    running = platform.__dict__.setdefault("_finalizing_jobs", {})
+    task = running.get(workload_id)
+    if task is None:
+        task = running[workload_id] = asyncio.ensure_future(_finalize(platform, workload_id, host_name, container_id))
+        task.add_done_callback(lambda _t: running.pop(workload_id, None))
+    await asyncio.shield(task)
+
+
+async def _finalize(platform, workload_id: str, host_name: str, container_id: str) -> None:
+    workload, job = await asyncio.to_thread(_load, platform, workload_id)
+    if workload is None or workload.state == WorkloadState.ended.value:
+        return  # finished already: its log and status are kept
     log_path = Path(job.folder) / "log.txt"
     await platform.job_logs.finish(workload_id, host_name, container_id, log_path)
     try:
@@ -186,6 +200,18 @@ async def finalize(platform, workload_id: str, host_name: str, container_id: str
         await platform.docker.call(host_name, "remove_container", container_id, force=True)
     except NotFound:
         pass
+    except APIError as e:
+        if e.status_code != 409:  # 409: Docker is removing it already
+            raise
+
+
+async def on_log_end(platform, workload_id: str, host_name: str, container_id: str) -> None:
+    """The container's log stream ended: if it exited, finish the job now (not at the next
+    monitor round) and give its resources to the queue."""
+    state = await _container_state(platform, host_name, container_id)
+    if state is not None and state["Status"] in ("exited", "dead"):
+        await finalize(platform, workload_id, host_name, container_id)
+        await platform.job_queue.run()
 
 
 def _end(platform, workload_id: str, reason: str, code: int | None) -> None:
@@ -238,7 +264,8 @@ async def check(platform, observed: dict, unreachable: list[str]) -> None:
                 await finalize(platform, workload.id, workload.host, container_name(platform, workload.id))
         else:
             if workload.container_id:
-                platform.job_logs.follow(workload.id, obs.host, workload.container_id, Path(job.folder) / "log.txt")
+                platform.job_logs.follow(workload.id, obs.host, workload.container_id, Path(job.folder) / "log.txt",
+                                         on_end=on_log_end)
             if _over_time(workload, job):
                 limit = f"{job.time_limit_s / 60:g} min"
                 platform.spawn_background(stop_job(platform, workload.id, f"exceeded time limit ({limit})"))

@@ -29,7 +29,7 @@ def view(note: Notification) -> dict:
 def banners_for(db, user: str, now: datetime | None = None) -> list[dict]:
     """Banners this user has not dismissed and that have not expired, newest first."""
     now = now or utcnow()
-    with db.session() as s:
+    with db.read() as s:
         rows = s.scalars(select(Notification).where(
             Notification.user == user, Notification.banner.is_(True), Notification.read_at.is_(None),
             or_(Notification.expires_at.is_(None), Notification.expires_at > now),
@@ -39,7 +39,7 @@ def banners_for(db, user: str, now: datetime | None = None) -> list[dict]:
 
 def list_for(db, user: str) -> dict:
     """Unread first, then read; newest first within each."""
-    with db.session() as s:
+    with db.read() as s:
         rows = list(s.scalars(select(Notification).where(Notification.user == user)
                               .order_by(Notification.read_at.is_not(None), Notification.created_at.desc(),
                                         Notification.id.desc()).limit(MAX_LISTED)))

@@ -63,7 +63,7 @@ def members_of(session, image_id: int) -> list[ImageMember]:
 def usable_images(platform, requester: Requester) -> list[tuple[UserImage, bool]]:
     """Saved images this user may run: (image, mine) for their own and those shared with them or
     their departments. Admins manage everyone's images but run only these, like anyone."""
-    with platform.db.session() as s:
+    with platform.db.read() as s:
         rows = s.scalars(select(UserImage).where(UserImage.state == ImageState.saved.value)
                          .order_by(UserImage.created_at.desc(), UserImage.id.desc()))
         out = []

@@ -191,7 +191,7 @@ class Resources(LoggingConfigurable):
             return [], ()
         from .models import HostRecord
 
-        with db.session() as s:
+        with db.read() as s:
             records = [(r.name, r.origin, r.region, r.docker_url, r.tls, r.address, r.gpus, r.cpus, r.memory_mb,
                         r.drained, r.reachable) for r in s.query(HostRecord).order_by(HostRecord.created_at)]
         return records, tuple(records)
