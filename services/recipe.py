@@ -7,7 +7,7 @@ from :meth:`ContainerRecipe.build`, so limits, capabilities and labels never dri
 from dataclasses import dataclass
 
 from docker.types import DeviceRequest, Mount as DockerMount
-from traitlets import Integer, List, Unicode
+from traitlets import Dict, Integer, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .ledger import Placement
@@ -78,6 +78,14 @@ class ContainerRecipe(LoggingConfigurable):
 
     network = Unicode("bridge", help="Docker network containers join.").tag(config=True)
 
+    cpu_shares = Dict(
+        {"notebook": 8192, "debug": 8192, "job": 1024},
+        help="""CPU weight by workload kind (Docker's cpu_shares; 1024 is the default). It counts only
+        when the CPU is contended, and the hard per-core limit stays: a person waiting for their
+        notebook or debug session gets the CPU before batch jobs and background Docker work
+        (commits, builds). Kinds not listed keep the default.""",
+    ).tag(config=True)
+
     def capabilities_for(self, image_labels: dict | None) -> list[str]:
         """Capabilities the image declares it needs, all of which must be allowed."""
         wanted = [c.strip().upper() for c in (image_labels or {}).get(CAPABILITIES_LABEL, "").split(",") if c.strip()]
@@ -131,6 +139,7 @@ class ContainerRecipe(LoggingConfigurable):
             "memswap_limit": f"{placement.memory_mb}m",  # no swap beyond the limit
             "cpu_period": 100_000,
             "cpu_quota": max(1000, placement.cpu_milli * 100),
+            "cpu_shares": int(self.cpu_shares.get(labels.get("labdeck.kind", ""), 1024)),
             "pids_limit": self.pids_limit,
             "shm_size": f"{max(64, min(self.shm_size_mb, placement.memory_mb // 2))}m",
             "cap_drop": ["ALL"],

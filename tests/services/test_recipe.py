@@ -101,3 +101,10 @@ def test_nvidia_smi_output_is_parsed():
 ])
 def test_declared_inventory(spec, expected):
     assert [(g.index, g.model) for g in declared_gpus(spec)] == expected
+
+
+@pytest.mark.parametrize("kind, shares", [("notebook", 8192), ("debug", 8192), ("job", 1024), ("cache", 1024), ("", 1024)])
+def test_people_waiting_get_the_cpu_before_batch_work(recipe, kind, shares):
+    spec = recipe.build(name="labdeck-x", image="img", image_labels={}, host=host(GPU_SOURCE_DECLARED),
+                        placement=placement(), labels={"labdeck.kind": kind})
+    assert spec.host_config["cpu_shares"] == shares
