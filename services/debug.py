@@ -35,8 +35,11 @@ JUPYTER_PORT = 8888
 class DebugSessions(LoggingConfigurable):
     """Settings of remote-debug sessions."""
 
-    port_pool_first = Integer(40000, help="First host port handed out to sessions.").tag(config=True)
-    port_pool_last = Integer(40999, help="Last host port handed out to sessions.").tag(config=True)
+    # Below Linux's ephemeral range (32768-60999), from which Docker picks the host ports it publishes
+    # for other containers (a notebook's) and the kernel picks client ports: a pool inside it
+    # finds ports taken by chance.
+    port_pool_first = Integer(30000, help="First host port handed out to sessions.").tag(config=True)
+    port_pool_last = Integer(30999, help="Last host port handed out to sessions.").tag(config=True)
     max_ports = Integer(10, help="Most ports one session may ask for (SSH included).").tag(config=True)
     ssh_user = Unicode("jovyan", help="The image's user that SSH logins land in.").tag(config=True)
     container_ssh_port = Integer(22, help="Port sshd listens on inside the container.").tag(config=True)

@@ -186,16 +186,10 @@ async def _finalize(platform, workload_id: str, host_name: str, container_id: st
         info = await platform.docker.call(host_name, "inspect_container", container_id)
         code = int(info["State"]["ExitCode"])
     except NotFound:
-        code = None
-    if job.end_requested:
-        reason = job.end_requested
-    elif code == 0:
-        reason = "succeeded"
-    elif code is None:
-        reason = "lost: container vanished before its exit status was read"
-    else:
-        reason = f"failed with exit code {code}"
-    await asyncio.to_thread(_end, platform, workload_id, reason, code)
+        code = job.exit_code  # kept before an interrupted finish removed the container
+    # the exit status is kept first, then the container goes, then the job shows as ended: a
+    # job seen ended has no container left, and a restart in between loses nothing
+    await asyncio.to_thread(_keep_exit_code, platform, workload_id, code)
     try:
         await platform.docker.call(host_name, "remove_container", container_id, force=True)
     except NotFound:
@@ -203,6 +197,22 @@ async def _finalize(platform, workload_id: str, host_name: str, container_id: st
     except APIError as e:
         if e.status_code != 409:  # 409: Docker is removing it already
             raise
+    await asyncio.to_thread(_end, platform, workload_id, end_reason(job.end_requested, code), code)
+
+
+def end_reason(requested: str | None, code: int | None) -> str:
+    if requested:
+        return requested
+    if code == 0:
+        return "succeeded"
+    if code is None:
+        return "lost: container vanished before its exit status was read"
+    return f"failed with exit code {code}"
+
+
+def _keep_exit_code(platform, workload_id: str, code: int | None) -> None:
+    with platform.db.session() as s:
+        s.get(Job, workload_id).exit_code = code
 
 
 async def on_log_end(platform, workload_id: str, host_name: str, container_id: str) -> None:
@@ -259,7 +269,7 @@ async def check(platform, observed: dict, unreachable: list[str]) -> None:
             # the observation may predate this job's start: ask Docker again before concluding
             state = await _container_state(platform, workload.host, container_name(platform, workload.id))
             if state is None:
-                await _missing(platform, workload)
+                await _missing(platform, workload, job)
             elif state["Status"] in ("exited", "dead"):
                 await finalize(platform, workload.id, workload.host, container_name(platform, workload.id))
         else:
@@ -291,9 +301,13 @@ def _over_time(workload, job) -> bool:
     return (utcnow() - workload.started_at).total_seconds() > job.time_limit_s
 
 
-async def _missing(platform, workload) -> None:
+async def _missing(platform, workload, job) -> None:
     if workload.state == WorkloadState.running.value and workload.container_id:
-        await asyncio.to_thread(_end, platform, workload.id, "lost: container vanished", None)
+        if job.exit_code is not None:  # it had exited and its status was kept; the finish was cut short
+            await asyncio.to_thread(_end, platform, workload.id, end_reason(job.end_requested, job.exit_code),
+                                    job.exit_code)
+        else:
+            await asyncio.to_thread(_end, platform, workload.id, "lost: container vanished", None)
         return
     # starting without a container: a restart interrupted its start; give it its place back
     if (utcnow() - (workload.started_at or workload.created_at)).total_seconds() > 120:

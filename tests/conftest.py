@@ -20,7 +20,7 @@ from tests.hubtools import INSTANCE, REPO, HubProcess, free_port, remove_test_co
 NOTEBOOK_IMAGE = "labdeck/notebook:latest"
 DEBUG_IMAGE = "labdeck/debug:latest"
 # debug sessions' host ports; a concurrent test session (LABDECK_TEST_INSTANCE) picks another range
-PORT_BASE = int(os.environ.get("LABDECK_TEST_PORT_BASE", "45000"))
+PORT_BASE = int(os.environ.get("LABDECK_TEST_PORT_BASE", "30000"))  # below the ephemeral range, as in production
 
 TEST_CONFIG = f"""
 c.Platform.instance = {INSTANCE!r}
