@@ -23,6 +23,7 @@ those paths back as ``done`` with a ``Progress`` pre-loaded with their totals.
 - Remote sources (HTTP, fsspec) live in services.cache_sources.
 """
 
+import abc
 import ctypes
 import errno
 import functools
@@ -122,24 +123,26 @@ class Progress:
             self._samples.append((now, self.bytes_done))
 
 
-class Source:
+class Source(abc.ABC):
     """Where files come from. Implementations: local_source, http_source, fsspec_source."""
 
     ranges = False  # byte ranges of one file may be copied in parallel
     streams = True  # data passes through Python, so it is hashed while written
 
+    @abc.abstractmethod
     def scan(self) -> list[SourceFile]:
-        raise NotImplementedError
+        """Every file to copy, with its size (and checksum where the source offers one)."""
 
+    @abc.abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """The source as people read it (its path or URL)."""
 
+    @abc.abstractmethod
     def copy_range(self, f: SourceFile, fd: int, offset: int, length: int,
                    step: Callable[[int], None], hasher=None) -> None:
         """Write bytes [offset, offset+length) of ``f`` into ``fd`` at the same offsets, calling
         ``step(n)`` after each block and feeding ``hasher`` when given. A range that ends at
         ``f.size`` also checks that the file ends there."""
-        raise NotImplementedError
 
     def check_unchanged(self, f: SourceFile) -> None:
         """After a file copied in ranges: raise CopyError if its size changed meanwhile."""
