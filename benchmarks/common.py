@@ -229,6 +229,30 @@ def timeline(client, name: str, t0: float) -> dict:
     }
 
 
+def engine_cpu_weight() -> str:
+    """The local Docker engine's CPU weight, as bin/start-docker-engine set it (or did not):
+    isolation and concurrent starts depend on it, so the benchmarks print it."""
+    pids = [e.name for e in Path("/proc").iterdir() if e.name.isdigit() and _comm(e.name) == "dockerd"]
+    if not pids:
+        return "engine: no local dockerd process"
+    for line in Path(f"/proc/{pids[0]}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "cpu" in controllers.split(",") or controllers == "":
+            base = Path("/sys/fs/cgroup/cpu") if controllers else Path("/sys/fs/cgroup")
+            group = base / path.lstrip("/")
+            for name in ("cpu.shares", "cpu.weight"):
+                if (group / name).exists():
+                    return f"engine: dockerd in cgroup {path or '/'}, {name} {(group / name).read_text().strip()}"
+    return "engine: dockerd at the default CPU weight"
+
+
+def _comm(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 # ---- CPU accounting: where a batch's CPU time went (Linux /proc, cgroup v1) ----
 
 TICK = os.sysconf("SC_CLK_TCK")

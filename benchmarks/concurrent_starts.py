@@ -25,7 +25,8 @@ import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
-    OURS, STOCK, CpuMeter, HubPair, ReadyWatcher, container_name, start_server, stop_servers, timeline, wait_until_gone,
+    OURS, STOCK, CpuMeter, HubPair, ReadyWatcher, container_name, engine_cpu_weight, start_server, stop_servers,
+    timeline, wait_until_gone,
 )
 from benchmarks.start_latency import summary  # noqa: E402
 
@@ -75,6 +76,7 @@ def main():
     parser.add_argument("--memory-gb", type=float, default=1, help="memory each of our servers asks for (default 1)")
     parser.add_argument("--timeout", type=float, default=180, help="seconds a batch may take (default 180)")
     args = parser.parse_args()
+    print(engine_cpu_weight(), flush=True)
     users = [f"cs{i}" for i in range(args.users)]
     options = {
         STOCK: {},

@@ -1,7 +1,7 @@
 """Isolation: does one user's slow operation stall another's start? Stock DockerSpawner vs
 LabdeckSpawner, the same image and hub settings.
 
-    .venv/bin/python benchmarks/isolation.py [--starts 3] [--jobs 3]
+    .venv/bin/python benchmarks/isolation.py [--starts 8]
 
 Two hubs run side by side (instance ``labdeckbench3``). Measured, alternating between the hubs:
 1. unloaded: single server starts (POST /hub/api/users/NAME/server -> the hub reports ready,
@@ -36,7 +36,7 @@ from pathlib import Path
 import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import OURS, STOCK, HubPair, container_name, timed_start, timeline  # noqa: E402
+from benchmarks.common import HubPair, OURS, STOCK, container_name, engine_cpu_weight, timed_start, timeline  # noqa: E402
 from benchmarks.start_latency import summary  # noqa: E402
 from tests.hubtools import ServiceClient  # noqa: E402
 
@@ -266,13 +266,14 @@ def counted(results, key, loaded):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--starts", type=int, default=3, help="starts per spawner and phase (default 3)")
+    parser.add_argument("--starts", type=int, default=8, help="starts per spawner and phase (default 8; fewer give unsteady medians)")
     parser.add_argument("--big-gb", type=int, default=1, help="GB written to the debug session's layer (default 1)")
     parser.add_argument("--build-mb", type=int, default=512, help="MB the image build writes (default 512)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds one start may take (default 120)")
     parser.add_argument("--port-base", type=int, default=46200,
                         help="first host port of our debug sessions (20 ports; default 46200)")
     args = parser.parse_args()
+    print(engine_cpu_weight(), flush=True)
     users = [f"iso{i}" for i in range(4)]
     extra = (f"c.DebugSessions.port_pool_first = {args.port_base}\n"
              f"c.DebugSessions.port_pool_last = {args.port_base + 19}\n")
