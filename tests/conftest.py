@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import docker
 import pytest
 
-from tests.hubtools import INSTANCE, REPO, HubProcess, free_port, remove_test_containers
+from tests.hubtools import INSTANCE, REPO, HubProcess, free_port, remove_test_containers, remove_test_images
 
 NOTEBOOK_IMAGE = "labdeck/notebook:latest"
 DEBUG_IMAGE = "labdeck/debug:latest"
@@ -139,6 +139,7 @@ def hub(tmp_path_factory, docker_client, shared_root, data_server, smtp_server):
     yield proc
     proc.stop()
     remove_test_containers()
+    remove_test_images()  # snapshots the tests saved: the engine keeps them otherwise
 
 
 def _user_factory(hub):

@@ -37,6 +37,26 @@ def remove_test_containers(instance: str = INSTANCE) -> int:
     return removed
 
 
+def remove_test_images(instance: str = INSTANCE) -> int:
+    """Remove the images users of the test instance saved (repository ``<instance>-users/...``,
+    also when tagged for a registry: ``host:port/<instance>-users/...``); returns tags removed."""
+    client = docker.from_env()
+    removed = 0
+    try:
+        for image in client.images.list():
+            for tag in image.tags:
+                repository = tag.rsplit(":", 1)[0]
+                if repository.startswith(f"{instance}-users/") or f"/{instance}-users/" in repository:
+                    try:
+                        client.images.remove(tag, force=True)
+                        removed += 1
+                    except docker.errors.NotFound:
+                        pass
+    finally:
+        client.close()
+    return removed
+
+
 class HubProcess:
     """``jupyterhub -f jupyterhub_config.py`` with a test data dir and extra config."""
 
