@@ -230,7 +230,7 @@ def timeline(client, name: str, t0: float) -> dict:
 
 
 def engine_cpu_weight() -> str:
-    """The local Docker engine's CPU weight, as bin/start-docker-engine set it (or did not):
+    """The local Docker engine's CPU weight, as labdeck's start_engine set it (or did not):
     isolation and concurrent starts depend on it, so the benchmarks print it."""
     pids = [e.name for e in Path("/proc").iterdir() if e.name.isdigit() and _comm(e.name) == "dockerd"]
     if not pids:

@@ -1,4 +1,4 @@
-"""bin/start-docker-engine (used by ./labdeck and .ci/run): the engine it starts runs in a
+"""The Docker engine that ./labdeck (and .ci/run, through it) starts runs in a
 cgroup of its own that weighs a quarter of the group of all containers, so the engine's long
 operations (commit, build) yield the CPU to starting containers. Run with stand-in
 dockerd/docker programs: the real engine is in use."""
@@ -12,7 +12,11 @@ import pytest
 
 from tests.hubtools import REPO
 
-SCRIPT = REPO / "bin" / "start-docker-engine"
+
+def start_engine(env: dict, log: Path, seconds: int) -> subprocess.CompletedProcess:
+    """labdeck's start_engine function, as .ci/run calls it (sourcing the script)."""
+    return subprocess.run(["bash", "-c", f'source "{REPO / "labdeck"}" && start_engine "{log}" {seconds}'],
+                          env=env, capture_output=True, text=True, timeout=30)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="starting an engine and making cgroups needs root")
 
@@ -43,11 +47,10 @@ def cgroup_dir(record: str) -> Path:
 def test_the_engine_weighs_a_quarter_of_all_containers(tmp_path):
     bin_dir = fake_tools(tmp_path)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    result = subprocess.run([str(SCRIPT), str(tmp_path / "dockerd.log"), "10"], env=env,
-                            capture_output=True, text=True, timeout=30)
+    result = start_engine(env, tmp_path / "dockerd.log", 10)
     try:
         assert result.returncode == 0, result.stderr
-        assert "default CPU weight" not in result.stderr
+        assert "default CPU weight" not in result.stdout + result.stderr
         group = cgroup_dir((tmp_path / "cgroup").read_text())
         assert group.name == "labdeck-engine"
         if (group / "cpu.shares").exists():
@@ -65,8 +68,7 @@ def test_an_engine_that_never_answers_is_reported(tmp_path):
     (bin_dir / "docker").write_text("#!/bin/sh\nexit 1\n")
     (bin_dir / "dockerd").write_text("#!/bin/sh\necho 'failed to start daemon: no space left' >&2\nexit 1\n")
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    result = subprocess.run([str(SCRIPT), str(tmp_path / "dockerd.log"), "2"], env=env,
-                            capture_output=True, text=True, timeout=30)
+    result = start_engine(env, tmp_path / "dockerd.log", 2)
     assert result.returncode == 1
     assert "failed to start daemon: no space left" in result.stderr  # the log's end is shown
     assert "did not answer within 2 s" in result.stderr
