@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from services.cache_copy import CopyTask, Progress, local_source  # noqa: E402
+from services.cache_copy import CopyTask, Progress  # noqa: E402
+from services.cache_local import local_source  # noqa: E402
 
 MiB = 2**20
 

@@ -1,7 +1,7 @@
 """Remote sources of cache tasks: one file over HTTP(S), or any fsspec file system.
 
-Kept apart from services.cache_copy (the engine and local sources); both give the engine the
-same Source interface. HTTP: size from HEAD's Content-Length (required), a digest from
+Kept apart from services.cache_copy (the engine) and services.cache_local (local files); all
+give the engine the same Source interface. HTTP: size from HEAD's Content-Length (required), a digest from
 Digest/Repr-Digest/Content-MD5, parallel byte ranges when the server takes them, redirects
 refused (the address the admin's host policy checked is the one read). fsspec: imported
 lazily, digests only from fields that really are digests.

@@ -106,10 +106,10 @@ def _gb(n: float) -> str:
 
 
 def make_source(platform, kind: str, text: str):
-    from . import cache_copy, cache_sources
+    from . import cache_local, cache_sources
 
     if kind == "path":
-        return cache_copy.local_source(text)
+        return cache_local.local_source(text)
     if urlsplit(text).scheme in ("http", "https"):
         return cache_sources.http_source(text)
     return cache_sources.fsspec_source(text)

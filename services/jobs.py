@@ -23,7 +23,8 @@ from .identity import Requester
 from .models import Job, Workload, WorkloadState, utcnow
 from .naming import escape_name, new_workload_id
 from .options import check_task_name, validate_request
-from .paths import Mount, is_within
+from .path_roots import is_within
+from .paths import Mount
 from .recipe import workload_labels
 from .repository import ensure_image
 from .workloads import ID_PREFIX, end_workload, ended_for_deletion, mark_running

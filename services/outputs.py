@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from .errors import OptionError
-from .paths import is_within
+from .path_roots import is_within
 
 KiB = 1024
 PREVIEW_LIMIT = 64 * KiB

@@ -3,6 +3,7 @@
 One policy for notebooks, debug sessions, jobs and cache tasks. A user maps only
 inside the roots the admin allows (their own storage, read-only shared data sets);
 anything else is refused with an OptionError that names the field and what is allowed.
+What may serve as a root, and the checks of the configured roots, are services.path_roots'.
 """
 
 import os
@@ -11,30 +12,23 @@ import re
 import stat
 from dataclasses import dataclass
 
-from traitlets import Dict, Integer, List, TraitError, Unicode, default, validate
+from traitlets import Dict, Integer, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from .errors import OptionError
 from .identity import Requester
 from .naming import escape_name
-
-# Host directories no mapping and no root may be or lie in ("/" only by equality).
-SYSTEM_DIRS = (
-    "/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot",
-    "/dev", "/proc", "/sys", "/run", "/var/run", "/var/lib/docker", "/root",
+from .path_roots import (
+    normalize_path, check_roots_apart, checked_protected_paths, checked_shared_roots, checked_storage_root,
+    docker_sockets, is_within, system_dir_of,
 )
-# An admin may keep the platform (and so its storage) in root's home, e.g. /root/labdeck;
-# users still cannot map /root itself or anything in it outside such a root.
-HOME_SYSTEM_DIRS = ("/root",)
-DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
+
 MAX_PATH_LENGTH = 1024
 ROW_KEYS = ("host_path", "container_path", "read_only")
-SHARED_ROOT_KEYS = ("name", "path", "description", "groups")
 EXAMPLE_TARGETS = "use a path such as /data or /home/jovyan/work/data"
 
 _TRUE = {"true", "on", "ro", "1", "yes"}
 _FALSE = {"false", "off", "rw", "0", "no"}
-_ROOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
@@ -56,47 +50,6 @@ class Mount:
     container_path: str  # normalized absolute path
     read_only: bool
     root: str  # Root.name it lies in
-
-
-def is_within(path: str, root: str) -> bool:
-    """True when normalized ``path`` is ``root`` or below it, by whole components."""
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def _normalize(path: str) -> str:
-    # posixpath.normpath keeps a leading "//"; collapse every run of slashes first.
-    return posixpath.normpath(re.sub("/+", "/", path))
-
-
-def docker_sockets() -> set[str]:
-    """Paths of the Docker socket: the usual ones, $DOCKER_HOST's, and what they resolve to."""
-    paths = set(DOCKER_SOCKETS)
-    docker_host = os.environ.get("DOCKER_HOST", "")
-    if docker_host.startswith("unix://"):
-        paths.add(_normalize(docker_host[len("unix://"):]))
-    return paths | {os.path.realpath(p) for p in paths}
-
-
-def system_dir_of(path: str) -> str | None:
-    """The system directory ``path`` is or lies in, if any."""
-    for sysdir in SYSTEM_DIRS:
-        if path == sysdir or (sysdir != "/" and is_within(path, sysdir)):
-            return sysdir
-    return None
-
-
-def root_problem(path: str) -> str | None:
-    """Why a directory cannot serve as a root (it is, lies in or holds system files)."""
-    sysdir = system_dir_of(path)
-    if sysdir == path:
-        return f"{path} is a system directory"
-    if sysdir and sysdir not in HOME_SYSTEM_DIRS:
-        return f"{path} lies in the system directory {sysdir}"
-    for inner in (*SYSTEM_DIRS, *docker_sockets()):
-        if is_within(inner, path):
-            what = "the Docker socket" if inner.endswith(".sock") else "the system directory"
-            return f"{path} contains {what} {inner}"
-    return None
 
 
 def _show(text) -> str:
@@ -171,69 +124,24 @@ class PathPolicy(LoggingConfigurable):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        storage = os.path.realpath(self.user_storage_root)
-        for entry in self.shared_roots:
-            shared = os.path.realpath(entry["path"])
-            if is_within(storage, shared) or is_within(shared, storage):
-                raise TraitError(
-                    f"PathPolicy.shared_roots: '{entry['name']}' ({shared}) overlaps user_storage_root"
-                    f" ({storage}); keep shared data and user storage apart"
-                )
+        check_roots_apart(self.user_storage_root, self.shared_roots)
 
-    # ---- config validation ----
-
-    def _refuse_bad_root(self, where: str, path: str) -> None:
-        problem = root_problem(path) or root_problem(os.path.realpath(path))
-        data_dir = getattr(self.parent, "data_dir", None)
-        if not problem and data_dir and is_within(os.path.realpath(data_dir), os.path.realpath(path)):
-            problem = f"{path} contains the platform's data directory {data_dir}"
-        if problem:
-            raise TraitError(f"{where}: {problem}; choose a directory of its own, such as /srv/labdeck")
+    # ---- config validation (the checks are services.path_roots') ----
 
     @validate("user_storage_root")
     def _check_user_storage_root(self, proposal):
         return self._checked_storage_root(proposal["value"])
 
     def _checked_storage_root(self, value: str) -> str:
-        if not value:
-            raise TraitError("PathPolicy.user_storage_root must not be empty")
-        path = os.path.abspath(value)
-        self._refuse_bad_root("PathPolicy.user_storage_root", path)
-        return path
+        return checked_storage_root(value, getattr(self.parent, "data_dir", None))
 
     @validate("shared_roots")
     def _check_shared_roots(self, proposal):
-        cleaned, names = [], set()
-        for i, entry in enumerate(proposal["value"]):
-            where = f"PathPolicy.shared_roots[{i}]"
-            unknown = sorted(set(entry) - set(SHARED_ROOT_KEYS))
-            if unknown:
-                raise TraitError(f"{where}: unknown keys {unknown}; allowed: {', '.join(SHARED_ROOT_KEYS)}")
-            name, path = entry.get("name"), entry.get("path")
-            if not isinstance(name, str) or not _ROOT_NAME.fullmatch(name) or name == "storage":
-                raise TraitError(f"{where}: name must be letters, digits, '.', '_' or '-' (not 'storage')")
-            if name in names:
-                raise TraitError(f"{where}: name '{name}' is used twice")
-            if not isinstance(path, str) or not path.startswith("/"):
-                raise TraitError(f"{where}: path must be an absolute host path")
-            groups = entry.get("groups") or []
-            if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-                raise TraitError(f"{where}: groups must be a list of group names")
-            path = os.path.abspath(path)
-            self._refuse_bad_root(where, path)
-            if not os.path.isdir(path):
-                self.log.warning("Shared root %s (%s) is not a directory yet", name, path)
-            names.add(name)
-            cleaned.append(
-                {"name": name, "path": path, "description": str(entry.get("description") or ""), "groups": groups}
-            )
-        return cleaned
+        return checked_shared_roots(proposal["value"], getattr(self.parent, "data_dir", None), self.log)
 
     @validate("protected_container_paths")
     def _check_protected(self, proposal):
-        if not all(p.startswith("/") for p in proposal["value"]):
-            raise TraitError("PathPolicy.protected_container_paths must be absolute paths")
-        return [_normalize(p) for p in proposal["value"]]
+        return checked_protected_paths(proposal["value"])
 
     # ---- roots ----
 
@@ -349,7 +257,7 @@ class PathPolicy(LoggingConfigurable):
         _check_text(field, text)
         if not text.startswith("/"):
             raise OptionError(field, f"must be an absolute path; {EXAMPLE_TARGETS}")
-        path = _normalize(text)
+        path = normalize_path(text)
         if path == "/":
             raise OptionError(field, f"/ is the container's root directory; {EXAMPLE_TARGETS}")
         for protected in self.protected_container_paths:
@@ -369,13 +277,13 @@ class PathPolicy(LoggingConfigurable):
         _check_text(field, text)
         shown = _show(text)
         if text == "~" or text.startswith("~/"):
-            lexical = _normalize(roots[0].path + text[1:])
+            lexical = normalize_path(roots[0].path + text[1:])
         elif text.startswith("~"):
             raise OptionError(field, "~ means your own storage: write ~ or ~/sub/dir")
         elif not text.startswith("/"):
             raise OptionError(field, "must be an absolute path, or ~/sub/dir for your storage")
         else:
-            lexical = _normalize(text)
+            lexical = normalize_path(text)
         try:
             real = os.path.realpath(lexical)
         except OSError as err:  # e.g. a link in /proc we may not read

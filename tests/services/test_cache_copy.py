@@ -14,8 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from services import cache_copy, cache_sources
-from services.cache_copy import CopyError, CopyTask, Progress, SourceFile, local_source
+from services import cache_local, cache_sources
+from services.cache_copy import CopyError, CopyTask, Progress, SourceFile
+from services.cache_local import local_source
 
 MiB = 2**20
 ODD = os.fsdecode(b"odd \xff name")  # not valid UTF-8: a data set may hold any bytes as a name
@@ -300,7 +301,7 @@ def resolve(request, monkeypatch):
     """Each way the engine keeps opens inside the root: the kernel's openat2, or (old kernels,
     seccomp) the real path of each file."""
     if request.param == "realpath":
-        monkeypatch.setattr(cache_copy._LocalSource, "beneath", False)
+        monkeypatch.setattr(cache_local._LocalSource, "beneath", False)
     return request.param
 
 
