@@ -19,8 +19,8 @@ from .errors import OptionError
 from .identity import Requester
 from .naming import escape_name
 from .path_roots import (
-    normalize_path, check_roots_apart, checked_protected_paths, checked_shared_roots, checked_storage_root,
-    docker_sockets, is_within, system_dir_of,
+    check_roots_apart, checked_protected_paths, checked_shared_roots, checked_storage_root, docker_sockets,
+    is_within, normalize_path, system_dir_of,
 )
 
 MAX_PATH_LENGTH = 1024
