@@ -106,7 +106,7 @@ class HostActionPage(AdminMixin, BaseHandler):
                     "undrain": "takes new workloads again", "remove": "was removed"}[action]
             self.flash(f"Host {name} {done}.")
         except web.HTTPError as e:
-            if e.status_code != 400:
+            if e.status_code not in (400, 409):
                 raise
             self.flash(e.log_message, error=True)
         self.redirect(self.settings["service_prefix"] + "admin/hosts")

@@ -13,7 +13,7 @@ from tornado import web
 from tornado.log import app_log
 
 from services import notifications
-from services.errors import OptionError
+from services.errors import InUseError, OptionError
 from services.identity import Requester
 
 from .nav import nav_items
@@ -116,7 +116,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             self.finish(f"{status_code}: {responses.get(status_code, 'Error')}")
 
     def option_error(self, error: OptionError) -> web.HTTPError:
-        return web.HTTPError(400, str(error))
+        return web.HTTPError(409 if isinstance(error, InUseError) else 400, str(error))
 
 
 class APIHandler(BaseHandler):

@@ -137,7 +137,7 @@ class CacheAction(CacheMixin, BaseHandler):
                 self.flash(f"Deleted cache {cache_id}.")
                 back = self.settings["service_prefix"] + "caches"
         except web.HTTPError as e:
-            if e.status_code != 400:
+            if e.status_code not in (400, 409):
                 raise
             self.flash(e.log_message, error=True)
         self.redirect(back)

@@ -31,9 +31,6 @@ class ImageMixin:
             return await coro
         except OptionError as e:
             raise self.option_error(e) from None
-        except repository.ImageInUse as e:
-            raise web.HTTPError(409, f"image: {e.reference} is in use by {', '.join(e.workloads)}; "
-                                     "end them (or delete the queued jobs) first") from None
 
     async def members(self, image_id: str, add, remove) -> list[dict]:
         await self.owned_or_404(image_id)

@@ -20,7 +20,7 @@ from traitlets import Dict, Float, Integer, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import sharing
-from .errors import OptionError
+from .errors import InUseError, OptionError
 from .identity import Requester
 from .models import Cache, CacheFile, CacheMember, CacheState, CacheUsage, Workload, WorkloadState, utcnow
 from .naming import new_workload_id
@@ -351,7 +351,7 @@ def delete(platform, requester: Requester, cache_id: str) -> Path:
         cache = _own(s, requester, cache_id)
         busy = in_use_by(s, cache_id)
         if busy:
-            raise OptionError("cache", f"in use by running workloads: {', '.join(busy)}; end them first")
+            raise InUseError("cache", f"in use by running workloads: {', '.join(busy)}; end them first", busy)
         if cache.state in (CacheState.queued.value, CacheState.copying.value):
             raise OptionError("cache", "still copying; cancel it first")
         folder = Path(cache.path)

@@ -14,6 +14,15 @@ class OptionError(ValueError):
         super().__init__(f"{field}: {message}")
 
 
+class InUseError(OptionError):
+    """The object is used by workloads that have not ended, which ``workloads`` names; the
+    request is fine, the object's state is not (HTTP 409, where other refusals are 400)."""
+
+    def __init__(self, field: str, message: str, workloads: list[str]):
+        self.workloads = list(workloads)
+        super().__init__(field, message)
+
+
 class QuotaError(OptionError):
     """The request is valid but exceeds what the user may hold at once."""
 

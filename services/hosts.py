@@ -16,7 +16,7 @@ from docker.errors import DockerException
 from sqlalchemy import select
 
 from .docker_pool import make_client
-from .errors import OptionError
+from .errors import InUseError, OptionError
 from .models import Allocation, HostRecord, MaintenanceWindow, Workload, WorkloadState, utcnow
 from .resources import parse_gpu_inventory
 
@@ -191,7 +191,7 @@ def remove_host(platform, name: str) -> None:
             raise OptionError("host", f"{name} is defined in jupyterhub_config.py (Resources.hosts); remove it there")
         busy = [w.id for w in running_on(s, name)]
         if busy:
-            raise OptionError("host", f"{name} still runs {', '.join(busy)}; drain it and wait until they end")
+            raise InUseError("host", f"{name} still runs {', '.join(busy)}; drain it and wait until they end", busy)
         s.delete(record)
     platform.resources.invalidate()
 

@@ -17,7 +17,7 @@ from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import sharing, snapshots
-from .errors import OptionError
+from .errors import InUseError, OptionError
 from .identity import Requester
 from .models import ImageMember, ImageState, UserImage, Workload, WorkloadState
 from .snapshots import IMAGE_KINDS, check_snapshot_options, repository_for
@@ -44,12 +44,13 @@ class ImageRegistry(LoggingConfigurable):
         return self.url.strip().rstrip("/") + "/" if self.enabled else ""
 
 
-class ImageInUse(Exception):
-    """The image is used by workloads that have not ended; ``workloads`` names them."""
+class ImageInUse(InUseError):
+    """The image is used by workloads that have not ended (a queued job counts)."""
 
     def __init__(self, reference: str, workloads: list[str]):
-        self.reference, self.workloads = reference, workloads
-        super().__init__(f"{reference} is used by {', '.join(workloads)}")
+        self.reference = reference
+        super().__init__("image", f"{reference} is in use by {', '.join(workloads)}; "
+                                  "end them (or delete the queued jobs) first", workloads)
 
 
 # ---------------------------------------------------------------- reading

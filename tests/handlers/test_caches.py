@@ -237,7 +237,7 @@ def test_sharing_members_usage_and_in_use_refusal(hub, make_user, notebook_image
         [(job["id"], member.name, "job", True)]
     assert detail["last_used_at"] is not None
     r = api("DELETE", f"/caches/{cid}")
-    assert r.status_code == 400 and f"in use by running workloads: {job['id']}" in r.json()["message"]
+    assert r.status_code == 409 and f"in use by running workloads: {job['id']}" in r.json()["message"]
 
     theirs("POST", f"/jobs/{job['id']}/terminate")
     api("POST", f"/caches/{cid}/members", json={"remove": [{"kind": "user", "name": member.name}]})

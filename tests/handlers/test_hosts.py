@@ -102,7 +102,7 @@ def test_drain_keeps_running_work_and_queues_new_work(hub, admin, second_host, m
     assert job_state(api, running["id"])["state"] == "running"  # running work continues
 
     r = admin.api("DELETE", f"/admin/hosts/{SECOND}")
-    assert r.status_code == 400 and running["id"] in r.json()["message"]  # not while it runs work
+    assert r.status_code == 409 and running["id"] in r.json()["message"]  # not while it runs work
 
     admin.api("POST", f"/admin/hosts/{SECOND}/undrain")
     assert wait_ended(api, queued["id"], timeout=120)["end_reason"] == "succeeded"
