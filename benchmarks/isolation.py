@@ -38,7 +38,7 @@ import docker
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import HubPair, OURS, STOCK, container_name, engine_cpu_weight, timed_start, timeline  # noqa: E402
 from benchmarks.start_latency import summary  # noqa: E402
-from tests.hubtools import ServiceClient  # noqa: E402
+from tests.hubtools import ServiceClient, wait_for  # noqa: E402
 
 INSTANCE = "labdeckbench3"
 OPTIONS = {STOCK: {}, OURS: {"image": "labdeck/notebook:latest", "cpu": 1, "memory_gb": 1, "gpus": 0}}
@@ -48,16 +48,6 @@ DEBUG = {"name": "big layer", "image": "labdeck/debug:latest", "region": "defaul
          "gpus": 0, "ports": 1, "password": "bench-debug-1"}
 BUILD_TAG = f"{INSTANCE}-build"
 SNAPSHOT_NAME = "isolation-big"
-
-
-def wait(predicate, timeout, what, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def parse_utc(text: str) -> float:
@@ -90,9 +80,9 @@ def one_job(api) -> dict:
         return {"t0": t0, "end": time.time(), "error": f"submit answered {r.status_code}: {r.text[:200]}"}
     job = r.json()
     try:
-        job = wait(lambda: (j := api("GET", f"/jobs/{job['id']}").json())["started_at"] and j, 60,
-                   f"job {job['id']} to run", interval=0.1)
-    except RuntimeError as e:
+        job = wait_for(lambda: (j := api("GET", f"/jobs/{job['id']}").json())["started_at"] and j, 60,
+                       f"job {job['id']} to run", interval=0.1)
+    except AssertionError as e:
         return {"t0": t0, "end": time.time(), "error": str(e)}
     latency = parse_utc(job["started_at"]) - parse_utc(job["submitted_at"])
     return {"t0": t0, "end": t0 + latency, "ready": latency}
@@ -149,8 +139,8 @@ class Load:
         if r.status_code != 202:
             raise RuntimeError(f"snapshot answered {r.status_code}: {r.text[:200]}")
         image_id = r.json()["id"]
-        image = wait(lambda: (i := self.api("GET", f"/images/{image_id}").json())["state"] != "saving" and i,
-                     600, "the snapshot to be saved", interval=0.1)
+        image = wait_for(lambda: (i := self.api("GET", f"/images/{image_id}").json())["state"] != "saving" and i,
+                         600, "the snapshot to be saved", interval=0.1)
         if image["state"] != "saved":
             raise RuntimeError(f"snapshot {image['state']}: {image.get('error')}")
 
@@ -194,7 +184,7 @@ def make_big_session(pair, api, client, size_gb) -> str:
             raise RuntimeError(f"debug session ended: {s.get('end_reason')}")
         return s["state"] == "running"
 
-    wait(running, 120, "the debug session to run")
+    wait_for(running, 120, "the debug session to run")
     (container,) = client.containers.list(filters={"label": [f"labdeck.instance={pair.instance}",
                                                              f"labdeck.id={session_id}"]})
     t0 = time.time()
