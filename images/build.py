@@ -19,7 +19,8 @@ Every image is tagged with a hash of its inputs (`labdeck/<name>:<hash12>`, full
   image's directory name (say `notebook`). The parent is built first, BASE is the parent's hash tag,
   and the child's input hash includes the parent's, so a rebuilt parent rebuilds its children.
 
-Standard library only, plus the docker CLI (and debootstrap for the fallback). Long steps log to
+What the images are and how their hashes are made: images/image_inputs.py. Standard library
+only, plus the docker CLI (and debootstrap for the fallback). Long steps log to
 images/.cache/logs/; stdout gets one line per image saying what was done.
 """
 
@@ -28,130 +29,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-IMAGES_DIR = Path(__file__).resolve().parent
-CACHE_DIR = IMAGES_DIR / ".cache"
-LOG_DIR = CACHE_DIR / "logs"
-REPOSITORY = "labdeck"
-
-# Bump when the way images are made changes, so that every image is rebuilt once.
-RECIPE_VERSION = "1"
-
-BASE = {
-    "suite": "bookworm",
-    "mirror": "http://deb.debian.org/debian",
-    "pull": "debian:bookworm-slim",
-    "packages": ["python3", "python3-venv", "ca-certificates", "tini", "procps"],
-    "env": {
-        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "LANG": "C.UTF-8",
-    },
-    "description": "Debian bookworm with python3, python3-venv, ca-certificates, tini and procps",
-}
-
-# Wheels are fetched for the base's Python (bookworm: CPython 3.11.2, glibc 2.36).
-WHEEL_TARGET = {
-    "python_version": "3.11.2",
-    "platforms": [f"manylinux_2_{minor}_x86_64" for minor in range(36, 16, -1)]
-    + ["manylinux2014_x86_64"],
-}
-
-REQUIRED_LABELS = ("labdeck.description", "labdeck.kinds", "labdeck.capabilities")
-
-PARENT_FILE = "PARENT"  # in a user image's directory: the user image it builds on
-
-
-class BuildError(Exception):
-    """A step failed; the message says which, and where its log is."""
-
-
-@dataclass(frozen=True)
-class Image:
-    name: str
-    digest: str  # sha256 of the inputs
-    directory: Path | None = None  # None for the base
-    parent: Image | None = None  # what it is built FROM (BASE); None for the base
-
-    @property
-    def tag(self) -> str:
-        return f"{REPOSITORY}/{self.name}:{self.digest[:12]}"
-
-    @property
-    def latest(self) -> str:
-        return f"{REPOSITORY}/{self.name}:latest"
-
-
-# ---------------------------------------------------------------- inputs and hashes
-
-
-def _sha256(*parts: bytes) -> str:
-    h = hashlib.sha256()
-    for part in parts:  # length-prefixed, so that no two lists of parts collide
-        h.update(len(part).to_bytes(8, "big"))
-        h.update(part)
-    return h.hexdigest()
-
-
-def _json(value: dict) -> bytes:
-    return json.dumps(value, sort_keys=True).encode()
-
-
-def base_image() -> Image:
-    return Image("base", _sha256(RECIPE_VERSION.encode(), _json(BASE)))
-
-
-def user_images(base: Image, images_dir: Path = IMAGES_DIR) -> list[Image]:
-    """Every user image, each after the image it builds on."""
-    dirs = {
-        d.name: d for d in sorted(images_dir.iterdir())
-        if d.is_dir() and d.name not in ("base", ".cache") and (d / "Dockerfile").is_file()
-    }
-    resolved: dict[str, Image] = {}  # insertion order: parents first
-
-    def resolve(name: str, children: tuple[str, ...]) -> Image:
-        if name in resolved:
-            return resolved[name]
-        if name in children:
-            raise BuildError(f"images build on each other in a circle: {' <- '.join((name, *children))}")
-        parent_name = declared_parent(dirs[name])
-        if parent_name is None:
-            parent = base
-        elif parent_name in dirs:
-            parent = resolve(parent_name, (name, *children))
-        else:
-            raise BuildError(f"{dirs[name] / PARENT_FILE} names {parent_name!r}, which is not a "
-                             f"directory with a Dockerfile under {images_dir}")
-        resolved[name] = user_image(dirs[name], parent)
-        return resolved[name]
-
-    for name in dirs:
-        resolve(name, ())
-    return list(resolved.values())
-
-
-def declared_parent(directory: Path) -> str | None:
-    """The user image named in the directory's PARENT file; None: built on the base."""
-    path = directory / PARENT_FILE
-    return (path.read_text().strip() or None) if path.is_file() else None
-
-
-def user_image(directory: Path, parent: Image) -> Image:
-    """The image of one directory, built FROM ``parent`` (the base or another user image)."""
-    parts = [RECIPE_VERSION.encode(), parent.digest.encode(), _json(WHEEL_TARGET)]
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        if "__pycache__" in path.parts:
-            continue
-        parts += [path.relative_to(directory).as_posix().encode(), path.read_bytes()]
-    return Image(directory.name, _sha256(*parts), directory, parent)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded from a file path (tests)
+from image_inputs import (  # noqa: E402, F401  (user_image: the tests call it through this module)
+    BASE, CACHE_DIR, LOG_DIR, REQUIRED_LABELS, WHEEL_TARGET, BuildError, Image, base_image, input_hash, json_bytes,
+    user_image, user_images,
+)
 
 
 # ---------------------------------------------------------------- docker and logged steps
@@ -287,7 +177,7 @@ def _wheelhouse(image: Image) -> Path | None:
     requirements = image.directory / "requirements.txt"
     if not requirements.is_file():
         return None
-    key = _sha256(requirements.read_bytes(), _json(WHEEL_TARGET))[:12]
+    key = input_hash(requirements.read_bytes(), json_bytes(WHEEL_TARGET))[:12]
     target = CACHE_DIR / "wheels" / f"{image.name}-{key}"
     if target.is_dir():
         return target
