@@ -20,7 +20,6 @@ those paths back as ``done`` with a ``Progress`` pre-loaded with their totals.
   services.cache_sources.
 """
 
-import abc
 import ctypes
 import hashlib
 import os
@@ -28,36 +27,14 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .cache_source import IO_BLOCK, Cancelled, CopyError, Source, SourceFile, libc
+
 PART = ".labdeck-part"
-BLOCK = 8 * 2**20  # one kernel copy call: the step of progress and of cancel checks
-IO_BLOCK = 2**20  # one buffer of streamed data, the read/write fallback and hashing
 _WRITE = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC  # read too: the digest of a finished part
 _BAD_REL = re.compile(r"(?:^|/)\.{0,2}(?:/|$)|\x00")  # empty, "." or ".." component, NUL
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    rel: str  # '/'-separated, relative to the source root; never empty
-    size: int
-    checksum: tuple[str, str] | None = None  # (algorithm, hex digest), e.g. ("sha256", "ab12...")
-
-
-class CopyError(Exception):
-    """One file (or the source itself) could not be copied; ``reason`` is text for the page."""
-
-    def __init__(self, rel: str, reason: str):
-        super().__init__(f"{rel}: {reason}")
-        self.rel, self.reason = rel, reason
-
-
-class _Cancelled(Exception):
-    """Raised inside a worker at a block boundary once cancel (or another's failure) is set."""
 
 
 class Progress:
@@ -96,62 +73,6 @@ class Progress:
             self._samples.append((now, self.bytes_done))
 
 
-class Source(abc.ABC):
-    """Where files come from. Implementations: local_source, http_source, fsspec_source."""
-
-    ranges = False  # byte ranges of one file may be copied in parallel
-    streams = True  # data passes through Python, so it is hashed while written
-
-    @abc.abstractmethod
-    def scan(self) -> list[SourceFile]:
-        """Every file to copy, with its size (and checksum where the source offers one)."""
-
-    @abc.abstractmethod
-    def describe(self) -> str:
-        """The source as people read it (its path or URL)."""
-
-    @abc.abstractmethod
-    def copy_range(self, f: SourceFile, fd: int, offset: int, length: int,
-                   step: Callable[[int], None], hasher=None) -> None:
-        """Write bytes [offset, offset+length) of ``f`` into ``fd`` at the same offsets, calling
-        ``step(n)`` after each block and feeding ``hasher`` when given. A range that ends at
-        ``f.size`` also checks that the file ends there."""
-
-    def check_unchanged(self, f: SourceFile) -> None:
-        """After a file copied in ranges: raise CopyError if its size changed meanwhile."""
-
-    def release(self) -> None:
-        """Called when a run ends: drop pooled connections."""
-
-
-def _size_changed(f: SourceFile, actual) -> CopyError:
-    return CopyError(f.rel, f"size {actual} != expected {f.size}")
-
-
-def _pwrite_all(fd: int, data, pos: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, pos)
-        view, pos = view[n:], pos + n
-
-
-def _write_blocks(f, fd, offset, length, blocks, step, hasher):
-    """Write streamed ``blocks`` at ``offset``; exactly ``length`` bytes must arrive."""
-    pos, end = offset, offset + length
-    for data in blocks:
-        if pos + len(data) > end:
-            raise CopyError(f.rel, f"more than the expected {f.size} bytes arrived")
-        _pwrite_all(fd, data, pos)
-        if hasher is not None:
-            hasher.update(data)
-        pos += len(data)
-        step(len(data))
-    if pos != end:
-        if length == f.size:
-            raise _size_changed(f, pos)
-        raise CopyError(f.rel, f"only {pos - offset} of {length} bytes arrived at offset {offset}")
-
-
 def _umask() -> int:
     try:  # read, not set-and-restore: os.umask() would race with other threads
         with open("/proc/self/status") as fh:
@@ -162,7 +83,7 @@ def _umask() -> int:
 
 def _preallocate(fd: int, size: int) -> None:
     # fallocate(2) itself: glibc's posix_fallocate writes zeros where a file system lacks it
-    if _libc.fallocate(fd, 0, ctypes.c_int64(0), ctypes.c_int64(size)) != 0:
+    if libc.fallocate(fd, 0, ctypes.c_int64(0), ctypes.c_int64(size)) != 0:
         os.ftruncate(fd, size)
 
 
@@ -290,7 +211,7 @@ class CopyTask:
                         self._copy_chunk(big, offset, tally)
                 except OSError as exc:
                     raise CopyError(f.rel, exc.strerror or str(exc)) from None
-        except _Cancelled:
+        except Cancelled:
             pass
         except BaseException as exc:
             with self._lock:
@@ -352,7 +273,7 @@ class CopyTask:
                 hasher.update(buf[:n])
                 pos += n
                 if self.cancel.is_set() or self._stop.is_set():
-                    raise _Cancelled
+                    raise Cancelled
         if hasher.hexdigest() != f.checksum[1].lower():
             raise CopyError(f.rel, f"{f.checksum[0]} mismatch")
 
@@ -365,7 +286,7 @@ def _pace(task: "CopyTask", n: int) -> None:
         due = task._pace_start + task._paced / task.max_rate
     while (ahead := due - time.monotonic()) > 0:
         if task.cancel.wait(min(ahead, 0.25)) or task._stop.is_set():
-            raise _Cancelled
+            raise Cancelled
 
 
 class _Tally:
@@ -382,7 +303,7 @@ class _Tally:
     def step(self, n: int) -> None:
         self.bytes += n
         if self.cancel.is_set() or self.stop.is_set():
-            raise _Cancelled
+            raise Cancelled
         if self.task.max_rate:
             _pace(self.task, n)
         if time.monotonic() >= self.due:

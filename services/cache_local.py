@@ -17,7 +17,7 @@ import stat
 import sys
 import threading
 
-from .cache_copy import BLOCK, IO_BLOCK, CopyError, Source, SourceFile, _libc, _pwrite_all, _size_changed
+from .cache_source import BLOCK, IO_BLOCK, CopyError, Source, SourceFile, libc, pwrite_all, size_changed
 from .path_roots import is_within
 
 _READ = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a FIFO swapped in must not hang
@@ -32,7 +32,7 @@ class _OpenHow(ctypes.Structure):
 _BENEATH = _OpenHow(_READ, 0, 0x08 | 0x02)  # RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS
 _BENEATH_ADDRESS, _BENEATH_SIZE = ctypes.addressof(_BENEATH), ctypes.sizeof(_BENEATH)
 _FS_ENCODING = sys.getfilesystemencoding()
-_openat2 = _libc.syscall
+_openat2 = libc.syscall
 _openat2.restype = ctypes.c_long
 _openat2.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
 _openat2 = functools.partial(_openat2, 437)  # the same number on every architecture
@@ -65,13 +65,13 @@ def _fd_copy(f: SourceFile, src: int, dst: int, pos: int, length: int, step, buf
             return
         if buf is not None:
             n = os.preadv(src, [buf[:want + extra]], pos)
-            _pwrite_all(dst, buf[:n], pos)
+            pwrite_all(dst, buf[:n], pos)
         elif pos == start:
             n = _kernel_copy(src, dst, want + extra, pos)
         else:
             n = os.copy_file_range(src, dst, want + extra, pos, pos)
         if n > want or (n == 0 and want):
-            raise _size_changed(f, os.fstat(src).st_size)
+            raise size_changed(f, os.fstat(src).st_size)
         if n == 0:
             return
         pos += n
@@ -172,7 +172,7 @@ class _LocalSource(Source):
                         if n == length:
                             return step(n)
                         if n > length:
-                            raise _size_changed(f, os.fstat(src).st_size)
+                            raise size_changed(f, os.fstat(src).st_size)
                         offset, length = n, length - n  # a short count: the loop below judges
                         step(n)
                     return _fd_copy(f, src, fd, offset, length, step)
@@ -185,7 +185,7 @@ class _LocalSource(Source):
     def check_unchanged(self, f):
         size = os.stat(self._file or f"{self.root}/{f.rel}").st_size
         if size != f.size:
-            raise _size_changed(f, size)
+            raise size_changed(f, size)
 
 
 def local_source(path: str) -> Source:

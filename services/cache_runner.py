@@ -58,7 +58,7 @@ class CacheRunner:
             await self.kick()
 
     async def _copy(self, cache_id: str) -> None:
-        from . import cache_copy
+        from . import cache_copy, cache_source
         from .caches import make_source
 
         cancel = self.running[cache_id]
@@ -81,7 +81,7 @@ class CacheRunner:
         kind = cache.source_key.split(":", 1)[0]
         source = make_source(self.platform, kind, cache.source_key.split(":", 1)[1])
         task = cache_copy.CopyTask(
-            source, [cache_copy.SourceFile(f.rel, f.size, (f.algo, f.checksum) if f.checksum else None)
+            source, [cache_source.SourceFile(f.rel, f.size, (f.algo, f.checksum) if f.checksum else None)
                      for f in files],
             Path(cache.path), done=done, workers=self.platform.cache_settings.workers,
             progress=progress, on_file_done=on_file_done, cancel=cancel,
@@ -95,7 +95,7 @@ class CacheRunner:
         if cancel.is_set():
             await asyncio.to_thread(self._end, cache_id, CacheState.cancelled, None, remove=True)
         elif error is not None:
-            reason = (f"file {error.rel}: {error.reason}" if isinstance(error, cache_copy.CopyError)
+            reason = (f"file {error.rel}: {error.reason}" if isinstance(error, cache_source.CopyError)
                       else f"{type(error).__name__}: {error}")
             self.platform.log.warning("Cache %s failed: %s", cache_id, reason)
             await asyncio.to_thread(self._end, cache_id, CacheState.failed, reason, remove=True)

@@ -1,7 +1,7 @@
 """Remote sources of cache tasks: one file over HTTP(S), or any fsspec file system.
 
-Kept apart from services.cache_copy (the engine) and services.cache_local (local files); all
-give the engine the same Source interface. HTTP: size from HEAD's Content-Length (required), a digest from
+They implement services.cache_source's Source, as services.cache_local (local files) does;
+services.cache_copy drives them all. HTTP: size from HEAD's Content-Length (required), a digest from
 Digest/Repr-Digest/Content-MD5, parallel byte ranges when the server takes them, redirects
 refused (the address the admin's host policy checked is the one read). fsspec: imported
 lazily, digests only from fields that really are digests.
@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
-from .cache_copy import IO_BLOCK, CopyError, Source, SourceFile, _Cancelled, _size_changed, _write_blocks
+from .cache_source import IO_BLOCK, Cancelled, CopyError, Source, SourceFile, size_changed, write_blocks
 
 
 def _digest(value, nbytes: int) -> str | None:
@@ -120,9 +120,9 @@ class _HttpSource(Source):
             else:
                 raise CopyError(f.rel, f"the server answered {r.status_code} {r.reason}")
             if size != str(f.size):
-                raise _size_changed(f, size)
+                raise size_changed(f, size)
             try:
-                _write_blocks(f, fd, offset, length, r.iter_content(IO_BLOCK), step, hasher)
+                write_blocks(f, fd, offset, length, r.iter_content(IO_BLOCK), step, hasher)
             except requests.RequestException as exc:  # the connection broke or timed out
                 raise self._failed(f.rel, exc) from None
 
@@ -206,12 +206,12 @@ class _FsspecSource(Source):
             with self.fs.open(self._path(f.rel), "rb") as fh:
                 size = getattr(fh, "size", f.size)
                 if size != f.size:
-                    raise _size_changed(f, size)
+                    raise size_changed(f, size)
                 fh.seek(offset)
-                _write_blocks(f, fd, offset, length, _read_blocks(fh, length), step, hasher)
+                write_blocks(f, fd, offset, length, _read_blocks(fh, length), step, hasher)
                 if offset + length == f.size and fh.read(1):
                     raise CopyError(f.rel, f"more than the expected {f.size} bytes arrived")
-        except (CopyError, _Cancelled):
+        except (CopyError, Cancelled):
             raise
         except Exception as exc:
             raise CopyError(f.rel, f"{exc.__class__.__name__}: {exc}") from None

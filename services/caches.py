@@ -66,7 +66,7 @@ class CacheSettings(LoggingConfigurable):
 class Plan:
     source_kind: str  # path | url
     source_key: str
-    files: list  # services.cache_copy.SourceFile
+    files: list  # services.cache_source.SourceFile
     bytes_total: int
 
 
@@ -141,7 +141,7 @@ def plan(platform, requester: Requester, source) -> Plan:
     else:
         real, _root = platform.paths.readable_path(requester, text, "source")
         kind, key = "path", real
-    from .cache_copy import CopyError
+    from .cache_source import CopyError
 
     try:
         files = make_source(platform, kind, key).scan()

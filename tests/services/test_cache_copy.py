@@ -15,7 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from services import cache_local, cache_sources
-from services.cache_copy import CopyError, CopyTask, Progress, SourceFile
+from services.cache_copy import CopyTask, Progress
+from services.cache_source import CopyError, SourceFile
 from services.cache_local import local_source
 
 MiB = 2**20
