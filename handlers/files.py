@@ -33,7 +33,7 @@ from urllib.parse import quote
 from tornado import iostream, web
 from tornado.log import app_log
 
-from services import outputs
+from services import output_archive, outputs
 from services.errors import OptionError
 
 from .base import APIHandler, BaseHandler
@@ -115,7 +115,7 @@ class StreamingMixin:
 
     async def stream_archive(self, root, relative: str, name: str):
         try:
-            chunks = await asyncio.to_thread(outputs.archive_chunks, root, relative, name)
+            chunks = await asyncio.to_thread(output_archive.archive_chunks, root, relative, name)
         except PATH_ERRORS as e:
             raise http_error(e) from None
         self.set_header("Content-Type", "application/gzip")

@@ -8,8 +8,8 @@ files, FIFOs, odd names, deep trees, and files that change while we read them. S
 - every open is by the resolved path with O_NOFOLLOW and O_NONBLOCK, and the opened descriptor is
   checked (/proc/self/fd) to lie inside the folder, so a directory swapped for a symlink between
   the check and the open is caught; only regular files are read (a FIFO would block forever);
-- the archive walks by directory descriptors (openat with O_NOFOLLOW), so it never leaves the folder
-  whatever the job does meanwhile, and stores symlinks as links;
+- the archive (services.output_archive) walks by directory descriptors, so it never leaves the
+  folder whatever the job does meanwhile, and stores symlinks as links;
 - nothing reads more than a chunk at a time; an archive streams with bounded memory.
 """
 
@@ -19,8 +19,6 @@ import os
 import re
 import shutil
 import stat
-import tarfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -32,12 +30,11 @@ KiB = 1024
 PREVIEW_LIMIT = 64 * KiB
 CHUNK = 64 * KiB
 MAX_ENTRIES = 5000
-MAX_DEPTH = 128  # folders deeper than this are left out of an archive (one descriptor per level)
 MAX_RELATIVE = 4096
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -122,7 +119,7 @@ def _check_inside(fd: int, base: str | None) -> None:
         raise OptionError("path", "changed while it was read and now leads outside the folder")
 
 
-def _open(path, flags: int, base: str | None) -> int:
+def open_checked(path, flags: int, base: str | None) -> int:
     try:
         fd = os.open(path, flags)
     except OSError as err:
@@ -142,7 +139,7 @@ def _open(path, flags: int, base: str | None) -> int:
 
 def open_file(path, *, root=None) -> tuple[BinaryIO, int]:
     """A regular file opened for reading, and its size; ``root``: it must lie inside that folder."""
-    fd = _open(path, _FILE_FLAGS, os.path.realpath(root) if root is not None else None)
+    fd = open_checked(path, FILE_FLAGS, os.path.realpath(root) if root is not None else None)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -193,7 +190,7 @@ def list_dir(root, relative: str | None = "", limit: int = MAX_ENTRIES) -> Listi
     rel = clean_relative(relative)
     real = resolve(root, rel)
     base = os.path.realpath(root)
-    fd = _open(real, _DIR_FLAGS, base)
+    fd = open_checked(real, DIR_FLAGS, base)
     try:
         total = 0
 
@@ -259,127 +256,6 @@ def read_from(path, offset: int | None, limit: int = CHUNK) -> LogChunk:
             data, start = data[newline + 1:], start + newline + 1
     data = data[: _complete_utf8(data)]
     return LogChunk(data, start, start + len(data), size, reset)
-
-
-# ---------------------------------------------------------------- archive
-
-
-class _Sink:
-    """Where the tar stream writes; drained after every piece, so it holds one piece at most."""
-
-    def __init__(self):
-        self.parts: list[bytes] = []
-
-    def write(self, data) -> int:
-        self.parts.append(bytes(data))
-        return len(data)
-
-    def drain(self) -> bytes:
-        out = b"".join(self.parts)
-        self.parts.clear()
-        return out
-
-
-def _info(name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.mtime = kind, stat.S_IMODE(st.st_mode), int(st.st_mtime)
-    info.uid, info.gid = st.st_uid, st.st_gid
-    return info
-
-
-def _header(tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
-    # TarFile.addfile without remembering the member: its list would grow with every file
-    data = info.tobuf(tar.format, tar.encoding, tar.errors)
-    tar.fileobj.write(data)
-    tar.offset += len(data)
-
-
-def _file_pieces(tar: tarfile.TarFile, info: tarfile.TarInfo, f: BinaryIO) -> Iterator[None]:
-    """Header and data of one file, a chunk at a time (after each, the caller drains)."""
-    _header(tar, info)
-    remaining = info.size
-    while remaining:
-        data = f.read(min(CHUNK, remaining))
-        if not data:  # the file shrank while archived: pad, the header promised its size
-            data = bytes(min(CHUNK, remaining))
-        tar.fileobj.write(data)
-        remaining -= len(data)
-        yield
-    blocks, rest = divmod(info.size, tarfile.BLOCKSIZE)
-    if rest:
-        tar.fileobj.write(tarfile.NUL * (tarfile.BLOCKSIZE - rest))
-        blocks += 1
-    tar.offset += blocks * tarfile.BLOCKSIZE
-
-
-def _member_pieces(tar, dir_fd: int, name: str, arcname: str, depth: int) -> Iterator[None]:
-    """One name in an open folder, by descriptor and never following a link; gone: skipped."""
-    child = f = None
-    try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        if stat.S_ISLNK(st.st_mode):
-            info = _info(arcname, st, tarfile.SYMTYPE)
-            info.linkname = os.readlink(name, dir_fd=dir_fd)
-            _header(tar, info)
-        elif stat.S_ISDIR(st.st_mode) and depth < MAX_DEPTH:
-            child = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-        elif stat.S_ISREG(st.st_mode):
-            f = os.fdopen(os.open(name, _FILE_FLAGS, dir_fd=dir_fd), "rb")
-        # FIFOs, sockets and devices are not archived
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return
-    except OSError as err:
-        if err.errno != errno.ELOOP:  # ELOOP: swapped for a link since stat; skipped
-            raise
-        return
-    if child is not None:
-        try:
-            yield from _tree_pieces(tar, child, arcname, depth + 1)
-        finally:
-            os.close(child)
-    elif f is not None:
-        with f:
-            st = os.fstat(f.fileno())
-            if stat.S_ISREG(st.st_mode):  # still: it may have been swapped since stat
-                info = _info(arcname, st, tarfile.REGTYPE)
-                info.size = st.st_size
-                yield from _file_pieces(tar, info, f)
-
-
-def _tree_pieces(tar, dir_fd: int, arcname: str, depth: int) -> Iterator[None]:
-    _header(tar, _info(arcname, os.fstat(dir_fd), tarfile.DIRTYPE))
-    try:
-        names = sorted(os.listdir(dir_fd))  # one folder's names at a time
-    except PermissionError:
-        names = []
-    for name in names:
-        yield from _member_pieces(tar, dir_fd, name, f"{arcname}/{name}", depth)
-        yield
-
-
-def archive_chunks(root, relative: str | None = "", top: str | None = None) -> Iterator[bytes]:
-    """A tar.gz of the folder ``relative`` in ``root``, produced piece by piece, all under the
-    folder ``top`` (default: the folder's name). The path is checked now (OptionError,
-    FileNotFoundError); the folder is read as the chunks are taken. Close the iterator to stop."""
-    base = os.path.realpath(root)
-    real = resolve(root, relative)
-    top = clean_relative(top or real.name or "files").replace("/", "_") or "files"
-    return _archive(real, base, top)
-
-
-def _archive(real: Path, base: str, top: str) -> Iterator[bytes]:
-    sink = _Sink()
-    fd = _open(real, _DIR_FLAGS, base)
-    try:
-        with tarfile.open(fileobj=sink, mode="w|gz", format=tarfile.PAX_FORMAT,
-                          encoding="utf-8", errors="surrogateescape") as tar:
-            for _ in _tree_pieces(tar, fd, top, 0):
-                if chunk := sink.drain():
-                    yield chunk
-        if chunk := sink.drain():
-            yield chunk
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- removal

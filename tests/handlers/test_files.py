@@ -22,7 +22,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from handlers.app import jinja_env
 from handlers.files import (FilesArchiveHandler, FilesPageHandler, Folder, LogAPIHandler, LogDownloadHandler,
                             LogPageHandler)
-from services import outputs
+from services import output_archive, outputs
 from tests.handlers.test_proxy import served
 from tests.services.test_outputs import ODD, tree_of
 
@@ -280,8 +280,8 @@ async def test_a_client_leaving_mid_archive_stops_it(site, job, monkeypatch):
                 chunks.close()
         return counted()
 
-    real_archive_chunks = outputs.archive_chunks
-    monkeypatch.setattr(outputs, "archive_chunks", watched)
+    real_archive_chunks = output_archive.archive_chunks
+    monkeypatch.setattr(output_archive, "archive_chunks", watched)
     host, port = site.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(f"GET {PREFIX}jobs/job-1/archive HTTP/1.1\r\nHost: x\r\nCookie: user=alice\r\n\r\n".encode())

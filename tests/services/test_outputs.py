@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from services import outputs
+from services import output_archive, outputs
 from services.errors import OptionError
 
 MiB = 1024 * 1024
@@ -239,7 +239,7 @@ def tree_of(root: Path) -> dict:
 
 
 def test_archive_extracts_to_the_same_files_with_links_stored_as_links(job, tmp_path):
-    data = b"".join(outputs.archive_chunks(job.out, "", top="job-1"))
+    data = b"".join(output_archive.archive_chunks(job.out, "", top="job-1"))
     dest = tmp_path / "extracted"
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         members = {m.name: m for m in tar.getmembers()}
@@ -253,7 +253,7 @@ def test_archive_extracts_to_the_same_files_with_links_stored_as_links(job, tmp_
 
 
 def test_archive_of_a_sub_folder(job):
-    data = b"".join(outputs.archive_chunks(job.out, "a"))
+    data = b"".join(output_archive.archive_chunks(job.out, "a"))
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         assert [(m.name, m.isdir()) for m in tar.getmembers()] == [("a", True), ("a/b", True), ("a/b/deep.txt", False)]
         assert tar.extractfile("a/b/deep.txt").read() == b"deep\n"
@@ -262,7 +262,7 @@ def test_archive_of_a_sub_folder(job):
 @pytest.mark.parametrize("relative, error", [("../", OptionError), ("etc", OptionError), ("none", FileNotFoundError)])
 def test_archive_refuses_before_producing_anything(job, relative, error):
     with pytest.raises(error):
-        outputs.archive_chunks(job.out, relative)
+        output_archive.archive_chunks(job.out, relative)
 
 
 def test_archive_of_a_huge_file_streams_with_bounded_memory(tmp_path):
@@ -284,7 +284,7 @@ def test_archive_of_a_huge_file_streams_with_bounded_memory(tmp_path):
     compressed = io.BytesIO()  # ~200 KiB: zeros compress well
     tracemalloc.start()
     try:
-        for chunk in outputs.archive_chunks(out, ""):
+        for chunk in output_archive.archive_chunks(out, ""):
             compressed.write(chunk)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -307,7 +307,7 @@ def test_archive_of_a_huge_file_streams_with_bounded_memory(tmp_path):
 def test_stopping_an_archive_early_closes_what_it_opened(job):
     before = len(os.listdir("/proc/self/fd"))
     (job.out / "big.bin").write_bytes(os.urandom(4 * MiB))  # enough to yield more than one chunk
-    chunks = outputs.archive_chunks(job.out, "")
+    chunks = output_archive.archive_chunks(job.out, "")
     assert next(chunks)
     chunks.close()
     assert len(os.listdir("/proc/self/fd")) == before
