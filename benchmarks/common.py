@@ -27,14 +27,16 @@ STOCK_CONFIG = REPO / "benchmarks" / "stock_dockerspawner_config.py"
 PASSWORD = "bench-password-1"
 
 
-def ours_config(instance: str, *, cpus: float = 40, memory_gb: float = 64, quota=None, extra: str = "") -> str:
-    """Our hub's settings: its own instance, the local engine with room for the benchmark."""
+def ours_config(instance: str, *, cpus: float = 40, memory_gb: float = 64, gpus: dict | None = None, quota=None,
+                extra: str = "") -> str:
+    """Our hub's settings: its own instance, the local engine with room for the benchmark
+    (``gpus``: a declared inventory such as {"A100": 1}, none by default)."""
     quota = quota or {"cpu": 2, "memory_gb": 4, "gpus": 0}
     return f"""
 c.Platform.instance = {instance!r}
 c.Resources.hosts = [
     {{"name": "local", "region": "default", "docker_url": "unix:///var/run/docker.sock",
-      "cpus": {cpus}, "memory_gb": {memory_gb}, "gpus": {{}}}},
+      "cpus": {cpus}, "memory_gb": {memory_gb}, "gpus": {gpus or {}!r}}},
 ]
 c.Quotas.default = {quota!r}
 c.JupyterHub.cleanup_servers = True

@@ -38,6 +38,7 @@ import docker
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from benchmarks.common import ours_config  # noqa: E402
 from benchmarks.start_latency import summary  # noqa: E402
 from tests.hubtools import HubProcess, ServiceClient, remove_test_containers, wait_for  # noqa: E402
 
@@ -45,14 +46,7 @@ INSTANCE = "labdeckbench4"
 BARE_PREFIX = f"{INSTANCE}bare-"  # not labelled as the instance: the service must not see them
 IMAGE = "labdeck/notebook:latest"
 COMMAND = "echo hi > /output/x"
-CONFIG = f"""
-c.Platform.instance = {INSTANCE!r}
-c.Resources.hosts = [
-    {{"name": "local", "region": "default", "docker_url": "unix:///var/run/docker.sock",
-      "cpus": 40, "memory_gb": 64, "gpus": {{"A100": 1}}}},
-]
-c.Quotas.default = {{"cpu": 40, "memory_gb": 64, "gpus": 1}}
-"""
+CONFIG = ours_config(INSTANCE, gpus={"A100": 1}, quota={"cpu": 40, "memory_gb": 64, "gpus": 1})
 JOB = {"image": IMAGE, "region": "default", "cpu": 0.5, "memory_gb": 0.5, "gpus": 0}
 # what services/recipe.py gives a 0.5 CPU / 0.5 GB job, as docker run flags
 BARE_LIMITS = ["--memory", "512m", "--memory-swap", "512m", "--cpu-period", "100000", "--cpu-quota", "50000",

@@ -40,6 +40,7 @@ from yarl import URL
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from benchmarks.common import ours_config  # noqa: E402
 from tests.hubtools import SERVICE, HubProcess, ServiceClient, remove_test_containers, wait_for  # noqa: E402
 
 INSTANCE = "labdeckbench5"
@@ -48,15 +49,8 @@ PASSWORD = "bench-password-1"
 IMAGE = "labdeck/notebook:latest"
 JOB = {"image": IMAGE, "region": "default", "cpu": 0.25, "memory_gb": 0.25, "gpus": 0}
 LIVE_COMMAND = 'i=0; while true; do i=$((i+1)); echo "step $i: loss=0.$((i % 97)) $(date +%T)"; sleep 0.2; done'
-CONFIG = f"""
-c.Platform.instance = {INSTANCE!r}
-c.Resources.hosts = [
-    {{"name": "local", "region": "default", "docker_url": "unix:///var/run/docker.sock",
-      "cpus": 40, "memory_gb": 64, "gpus": {{"A100": 2}}}},
-]
-c.Quotas.default = {{"cpu": 4, "memory_gb": 8, "gpus": 1}}
-c.CacheSettings.max_rate_mb = 1  # the shared cache copies all through the run
-"""
+CONFIG = ours_config(INSTANCE, gpus={"A100": 2}, quota={"cpu": 4, "memory_gb": 8, "gpus": 1},
+                     extra="c.CacheSettings.max_rate_mb = 1  # the shared cache copies all through the run")
 PAGES = ("jobs", "debug", "caches", "images", "centre")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
