@@ -184,7 +184,7 @@ def running_on(session, host: str) -> list[Workload]:
 
 
 def remove_host(platform, name: str) -> None:
-    host = _known(platform, name)
+    _known(platform, name)  # LookupError (404) for an unknown host
     with platform.db.session() as s:
         record = s.get(HostRecord, name)
         if record is None or record.origin != "added":

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 
 from docker.errors import DockerException
-from traitlets import Dict, Float, List, TraitError, Unicode, validate
+from traitlets import Dict, Float, List, TraitError, validate
 from traitlets.config import LoggingConfigurable
 
 from .docker_pool import DEFAULT_DOCKER_URL, make_client
