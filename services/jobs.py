@@ -169,7 +169,7 @@ async def finalize(platform, workload_id: str, host_name: str, container_id: str
 
     Once per job: the exit hook, a terminate and a monitor round may all see the exit at the
     same moment; later callers wait for the first one's work instead of repeating it."""
-    running = platform.__dict__.setdefault("_finalizing_jobs", {})
+    running = platform.finalizing_jobs
     task = running.get(workload_id)
     if task is None:
         task = running[workload_id] = asyncio.ensure_future(_finalize(platform, workload_id, host_name, container_id))

@@ -168,6 +168,11 @@ class Platform(LoggingConfigurable):
         return CacheRunner(self)
 
     @cached_property
+    def finalizing_jobs(self) -> dict:
+        """Job id -> the task finishing it (services.jobs.finalize runs once per job)."""
+        return {}
+
+    @cached_property
     def background(self) -> set:
         """Tasks running in the background (kept referenced until they finish)."""
         return set()

@@ -82,8 +82,9 @@ class ContainerRecipe(LoggingConfigurable):
         {"notebook": 8192, "debug": 8192, "job": 1024},
         help="""CPU weight by workload kind (Docker's cpu_shares; 1024 is the default). It counts only
         when the CPU is contended, and the hard per-core limit stays: a person waiting for their
-        notebook or debug session gets the CPU before batch jobs and background Docker work
-        (commits, builds). Kinds not listed keep the default.""",
+        notebook or debug session gets the CPU before batch jobs. The engine's own work (commits,
+        builds) runs outside every container; its weight is set where the engine starts
+        (start_engine in ./labdeck). Kinds not listed keep the default.""",
     ).tag(config=True)
 
     def capabilities_for(self, image_labels: dict | None) -> list[str]:
