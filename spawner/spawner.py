@@ -6,19 +6,23 @@ What it adds to DockerSpawner:
   HTTP 400 naming the field, raised before anything is created or allocated;
 - resources come from the shared ledger (atomic across processes) and go back on stop;
 - Docker calls run in the platform's thread pools, on the host the ledger chose;
-- spawn progress events, and readiness noticed within ~0.1 s of the server answering.
+- spawn progress events, and readiness noticed within ~0.1 s of the server answering;
+- start slots: about one server starts per core of its host at a time, the rest queue in
+  arrival order and see their place in line (services/start_slots.py says why).
 """
 
 import asyncio
 import inspect
+import math
+import os
 import time
 
 import aiohttp
-from docker.errors import APIError
+from docker.errors import APIError, DockerException
 from dockerspawner import DockerSpawner
 from jupyterhub.utils import url_path_join
 from tornado import web
-from traitlets import Float, Unicode, default
+from traitlets import Dict, Float, Integer, Unicode, default
 
 from services.errors import OptionError
 from services.identity import Requester
@@ -29,6 +33,7 @@ from services.progress import ProgressLog
 from services.reconcile import reconcile
 from services.recipe import RecipeError, workload_labels
 from services.repository import ensure_image
+from services.start_slots import Slot, StartSlots
 from services.workloads import end_workload, mark_running, open_workload
 
 from .form import options_from_form, render_options_form
@@ -43,10 +48,31 @@ class LabdeckSpawner(DockerSpawner):
              "off up to seconds; ours returns as soon as the server answers.",
     ).tag(config=True)
 
+    start_slots_per_core = Float(
+        1.0,
+        help="Servers that may start at once on a host, per CPU core Docker reports for it "
+             "(rounded up). Further starts wait in arrival order and see their place in line on "
+             "the progress page: the first get their server sooner and the last no later. "
+             "0 starts every server at once.",
+    ).tag(config=True)
+
+    start_slots = Dict(
+        value_trait=Integer(),
+        help="Per host name: how many servers may start there at once, instead of "
+             "start_slots_per_core times its cores (0: no limit).",
+    ).tag(config=True)
+
+    start_slot_hold = Float(
+        5.0,
+        help="Seconds a start keeps its slot at most, so that one waiting on something other than "
+             "the CPU (a slow mount, an image that never answers) does not hold up the line.",
+    ).tag(config=True)
+
     workload_id = Unicode("", help="Platform task ID of the running server (persisted in state).")
     host_name = Unicode("", help="Host the server runs on (persisted in state).")
 
     _reconciled = None  # one reconciliation per hub process, shared by all spawners
+    _start_slots: dict[str, StartSlots] = {}  # host name -> its slots, shared likewise
 
     # ---- platform wiring ----
 
@@ -201,19 +227,53 @@ class LabdeckSpawner(DockerSpawner):
         return {"Id": container_id}
 
     async def start_object(self):
+        # the slot is taken here, not earlier: creating containers costs the engine, not the CPU
+        # the servers need, so every queued container is created meanwhile
+        self._slot = await self._take_start_slot()
         self.progress_log.add(50, "Starting container")
         await super().start_object()
 
     async def start(self):
         if not getattr(self, "_placement", None):
             raise web.HTTPError(400, "options: the server was started without validated options")
-        ip, port = await super().start()
-        await asyncio.to_thread(mark_running, self.platform, self.workload_id, self.object_name, self.object_id)
-        self.progress_log.add(70, "Container started; waiting for JupyterLab to answer")
-        await self._wait_until_answering(ip, port)
+        self._slot = None
+        try:
+            ip, port = await super().start()
+            await asyncio.to_thread(mark_running, self.platform, self.workload_id, self.object_name, self.object_id)
+            self.progress_log.add(70, "Container started; waiting for JupyterLab to answer")
+            await self._wait_until_answering(ip, port)
+        finally:
+            if self._slot is not None:
+                self._slot.release()
         self.progress_log.add(95, "JupyterLab is answering")
         self.progress_log.finish()
         return ip, port
+
+    async def _take_start_slot(self) -> Slot:
+        slots = await self._host_start_slots()
+
+        def waiting(ahead: int):
+            self.progress_log.add(20, f"Waiting for a start slot on host {self.host_name}: "
+                                      f"{ahead} server{'s' if ahead != 1 else ''} starting ahead of yours")
+
+        return await slots.acquire(hold=self.start_slot_hold or None, on_wait=waiting)
+
+    async def _host_start_slots(self) -> StartSlots:
+        slots = LabdeckSpawner._start_slots.get(self.host_name)
+        if slots is None:
+            limit = self.start_slots.get(self.host_name)
+            if limit is None:
+                limit = math.ceil(await self._host_cores() * self.start_slots_per_core)
+            slots = LabdeckSpawner._start_slots.setdefault(self.host_name, StartSlots(limit))
+        return slots
+
+    async def _host_cores(self) -> int:
+        try:
+            cores = (await self.docker("info")).get("NCPU")
+        except (DockerException, OSError) as e:
+            self.log.warning("Docker on %s did not say its cores (%s); counting this machine's", self.host_name, e)
+            cores = None
+        return cores or os.cpu_count() or 1
 
     async def _wait_until_answering(self, ip, port):
         """Poll the server every ``readiness_interval`` until it answers, the container dies,

@@ -36,6 +36,7 @@ c.Quotas.groups = {{"bigdata": {{"cpu": 4, "memory_gb": 8}}}}
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 90
 c.Spawner.poll_interval = 5  # notice dead servers quickly in tests
+c.LabdeckSpawner.start_slots = {{"east-1": 1}}  # starts there queue (test_spawn)
 c.Monitor.interval = 1
 c.DebugSessions.port_pool_first = {PORT_BASE}
 c.DebugSessions.port_pool_last = {PORT_BASE + 19}

@@ -2,6 +2,8 @@
 
 import json
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import docker
 import pytest
@@ -55,6 +57,21 @@ def read_progress(hub, user):
     return events
 
 
+def follow_progress(hub, user, timeout=120):
+    """Like read_progress, for a spawn another thread is starting: waits for it to begin."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with hub.api("GET", f"/users/{user}/server/progress", stream=True, timeout=180) as r:
+            if r.status_code in (400, 404):  # not starting yet (404: the hub has no server for it yet)
+                time.sleep(0.05)
+                continue
+            assert r.status_code == 200, r.text
+            events = [json.loads(line[5:]) for line in r.iter_lines(decode_unicode=True)
+                      if line and line.startswith("data:")]
+            return [e.get("message", "") for e in events]
+    raise AssertionError(f"{user}'s spawn never began")
+
+
 def test_form_shows_choices_capacity_and_quota(hub, make_user, notebook_image):
     alice = make_user(groups=["bigdata"])
     s = login_session(hub, alice.email, alice.password)
@@ -80,17 +97,19 @@ def test_start_through_form_gives_hardened_limited_container(hub, make_user, not
     bob = make_user()
     s = login_session(hub, bob.name, bob.password)
     s.get(f"{hub.url}/hub/spawn", timeout=30)
-    r = xsrf_post(s, hub, "/hub/spawn", {
-        "image": "labdeck/notebook:latest", "region": "default", "cpu": "1.5", "memory_gb": "1",
-        "gpus": "1", "gpu_model": "A100",
-        "mount_host": ["~", f"{shared_root}/mnist"],
-        "mount_container": ["/home/jovyan/work", "/data/mnist"],
-        "mount_mode": ["rw", "ro"],
-    })
+    with ThreadPoolExecutor(1) as pool:
+        # progress is followed while the start runs: a server that is already up shows none
+        post = pool.submit(xsrf_post, s, hub, "/hub/spawn", {
+            "image": "labdeck/notebook:latest", "region": "default", "cpu": "1.5", "memory_gb": "1",
+            "gpus": "1", "gpu_model": "A100",
+            "mount_host": ["~", f"{shared_root}/mnist"],
+            "mount_container": ["/home/jovyan/work", "/data/mnist"],
+            "mount_mode": ["rw", "ro"],
+        })
+        messages = " | ".join(follow_progress(hub, bob.name))
+        r = post.result()
     assert r.status_code == 302, r.text[:2000]
     assert "/spawn-pending/" in r.headers["Location"]
-    events = read_progress(hub, bob.name)
-    messages = " | ".join(e.get("message", "") for e in events)
     assert "Reserved 1.5 cores, 1 GB, GPUs A100 #" in messages
     assert "Creating container" in messages and "JupyterLab is answering" in messages
     hub.wait_for_server(bob.name)
@@ -226,8 +245,6 @@ def test_form_post_without_xsrf_is_refused(hub, make_user):
 
 
 def test_concurrent_gpu_starts_never_share_an_index(hub, make_user, notebook_image):
-    from concurrent.futures import ThreadPoolExecutor
-
     users = [make_user() for _ in range(3)]
     options = {"image": "labdeck/notebook:latest", "region": "default", "cpu": 0.5, "memory_gb": 0.5,
                "gpus": 1, "gpu_model": "A100"}
@@ -259,6 +276,31 @@ def test_concurrent_gpu_starts_never_share_an_index(hub, make_user, notebook_ima
     for u in (started[1], late):
         hub.stop_server(u.name)
     assert held_gpus(hub) == []
+
+
+def test_starts_beyond_a_hosts_slots_queue_and_show_their_place_in_line(hub, make_user, notebook_image):
+    """Host east-1 lets one server start at a time (TEST_CONFIG): three users starting there
+    together all get their server, and those who waited were told how many start ahead."""
+    users = [make_user() for _ in range(3)]
+    options = {"image": "labdeck/notebook:latest", "region": "east", "cpu": 1, "memory_gb": 1, "gpus": 0}
+    with ThreadPoolExecutor(6) as pool:
+        posts = [pool.submit(hub.api, "POST", f"/users/{u.name}/server", json=options) for u in users]
+        progress = [pool.submit(follow_progress, hub, u.name) for u in users]
+        answers = [f.result() for f in posts]
+        messages = [f.result() for f in progress]
+    assert all(r.status_code in (201, 202) for r in answers), [r.text for r in answers]
+    for u in users:
+        hub.wait_for_server(u.name)
+        assert the_container(u.name).labels["labdeck.host"] == "east-1"
+    waited = [m for m in messages if any(x.startswith("Waiting for a start slot on host east-1: ") for x in m)]
+    assert waited, messages
+    for m in waited:
+        told = [x for x in m if x.startswith("Waiting for a start slot")]
+        assert re.fullmatch(r"Waiting for a start slot on host east-1: [12] servers? starting ahead of yours",
+                            told[0]), told
+        assert m.index(told[-1]) < m.index("Starting container") < m.index("JupyterLab is answering")
+    for u in users:
+        hub.stop_server(u.name)
 
 
 def test_hub_restart_keeps_server_running_reachable_and_its_gpu(hub, make_user, notebook_image):
