@@ -3,7 +3,7 @@
 A server's start-up is CPU-bound (about a core for most of a second). When ten people
 press "Start my Server" together, sharing the CPU ten ways makes every one of them wait
 for the last; letting about one start per core run and queueing the rest in arrival order
-gets the first servers up in about a second each and the last no later than before.
+gets the first servers up in about a second each and the last about as soon as before.
 
 A slot is held until the server answers, or for ``hold`` seconds at most, so that a start
 waiting on something other than the CPU (a slow mount, a hung image) does not hold up

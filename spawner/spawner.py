@@ -52,7 +52,7 @@ class LabdeckSpawner(DockerSpawner):
         1.0,
         help="Servers that may start at once on a host, per CPU core Docker reports for it "
              "(rounded up). Further starts wait in arrival order and see their place in line on "
-             "the progress page: the first get their server sooner and the last no later. "
+             "the progress page: the first get their server sooner, the last about as soon as without slots. "
              "0 starts every server at once.",
     ).tag(config=True)
 
