@@ -75,6 +75,8 @@ def main():
     parser.add_argument("--cpu", type=float, default=1, help="cores each of our servers asks for (default 1)")
     parser.add_argument("--memory-gb", type=float, default=1, help="memory each of our servers asks for (default 1)")
     parser.add_argument("--timeout", type=float, default=180, help="seconds a batch may take (default 180)")
+    parser.add_argument("--start-slots-per-core", type=float, default=None,
+                        help="our LabdeckSpawner.start_slots_per_core (default: the spawner's own, 1; 0: no slots)")
     args = parser.parse_args()
     print(engine_cpu_weight(), flush=True)
     users = [f"cs{i}" for i in range(args.users)]
@@ -83,8 +85,9 @@ def main():
         OURS: {"image": "labdeck/notebook:latest", "cpu": args.cpu, "memory_gb": args.memory_gb, "gpus": 0},
     }
     # the host declares room for every server; each user's quota holds one
+    slots = "" if args.start_slots_per_core is None else f"c.LabdeckSpawner.start_slots_per_core = {args.start_slots_per_core}\n"
     pair = HubPair(INSTANCE, cpus=max(40, args.users * args.cpu * 2), memory_gb=max(64, args.users * args.memory_gb * 2),
-                   quota={"cpu": max(2, args.cpu), "memory_gb": max(4, args.memory_gb), "gpus": 0})
+                   quota={"cpu": max(2, args.cpu), "memory_gb": max(4, args.memory_gb), "gpus": 0}, ours_extra=slots)
     results = {STOCK: [], OURS: []}
     try:
         pair.start()

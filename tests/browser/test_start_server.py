@@ -77,3 +77,40 @@ def _open_jupyterlab_after_the_form(page, name):
     (c,) = [c for c in containers_of(name) if c.status == "running"]
     assert {m["Destination"]: m["RW"] for m in c.attrs["Mounts"]} == {"/home/jovyan/work": True, "/data/mnist": False}
     assert c.labels["labdeck.gpu_model"] == "A100"
+
+
+def test_a_queued_start_shows_its_place_in_line(hub, page, make_user, notebook_image):
+    """Host east-1 lets one server start at a time (TEST_CONFIG). While two other people's
+    servers start there, a third person's progress page says they wait and how many are ahead."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.browser.conftest import sign_in
+    from tests.hubtools import wait_for
+
+    others, me = [make_user(), make_user()], make_user()
+    sign_in(page, hub, me.name, me.password)
+    page.goto(f"{hub.url}/hub/spawn")
+    page.select_option("#region", "east")
+    page.fill("#cpu", "1")
+    page.fill("#memory_gb", "1")
+    page.fill("#gpus", "0")
+    options = {"image": "labdeck/notebook:latest", "region": "east", "cpu": 1, "memory_gb": 1, "gpus": 0}
+    with ThreadPoolExecutor(2) as pool:
+        starts = [pool.submit(hub.api, "POST", f"/users/{u.name}/server", json=options) for u in others]
+        wait_for(lambda: all(hub.api("GET", f"/users/{u.name}").json().get("pending") == "spawn" for u in others),
+                 30, "the other two starts to begin", interval=0.05)
+        try:
+            page.click("#spawn_form button[type=submit]")
+            page.wait_for_url("**/spawn-pending/**")
+            page.click("#progress-details summary")
+            page.wait_for_function("document.querySelector('#progress-log').textContent"
+                                   ".includes('Waiting for a start slot on host east-1')", timeout=30_000)
+            page.screenshot(path=str(SHOTS / "spawn-queued.png"), full_page=True)
+            log = page.locator("#progress-log").inner_text()
+            assert re.search(r"Waiting for a start slot on host east-1: [12] servers? starting ahead of yours", log), log
+            page.wait_for_url(f"**/user/{me.name}/lab**", timeout=180_000)
+        finally:
+            assert all(f.result().status_code in (201, 202) for f in starts)
+            for u in (*others, me):
+                if hub.server_model(u.name):
+                    hub.stop_server(u.name)
