@@ -114,13 +114,20 @@ class CopyTask:
         self.progress = progress if progress is not None else Progress()
         self.on_file_done = on_file_done
         self.cancel = cancel if cancel is not None else threading.Event()
-        self._stop = threading.Event()  # set by the first failure
+        self._stop = threading.Event()  # set by the first failure, or by halt()
+        self.halted = False
         self._error = None
         self._lock = threading.Lock()
         self._fix_mode = bool(_umask() & 0o755)
         self._made = {""}  # folders of the target known to exist
         self.max_rate = max_rate  # bytes/s for the whole task; 0: as fast as it goes
         self._paced, self._pace_start, self._pace_lock = 0, time.monotonic(), threading.Lock()
+
+    def halt(self) -> None:
+        """Stop at the next chunk, keeping every finished file: the service is stopping and a
+        later task resumes with what is done. ``run()`` then returns with ``halted`` set."""
+        self.halted = True
+        self._stop.set()
 
     def run(self) -> None:
         if self.cancel.is_set():

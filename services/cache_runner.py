@@ -23,18 +23,33 @@ class CacheRunner:
     def __init__(self, platform):
         self.platform = platform
         self.running: dict[str, threading.Event] = {}  # cache id -> cancel flag
+        self.copies: dict = {}  # cache id -> its CopyTask while it copies
+        self.runs: set[asyncio.Task] = set()
+        self.halting = False
 
     async def kick(self) -> None:
         """Start waiting tasks while there are free slots (also resumes after a restart)."""
         free = self.platform.cache_settings.parallel_tasks - len(self.running)
-        if free <= 0:
+        if free <= 0 or self.halting:
             return
         for cache_id in await asyncio.to_thread(self._waiting):
-            if cache_id in self.running or free <= 0:
+            if cache_id in self.running or free <= 0 or self.halting:
                 continue
             free -= 1
             self.running[cache_id] = threading.Event()
-            self.platform.spawn_background(self._run(cache_id))
+            run = self.platform.spawn_background(self._run(cache_id))
+            self.runs.add(run)
+            run.add_done_callback(self.runs.discard)
+
+    async def halt(self, timeout: float = 10) -> None:
+        """The service is stopping: copies stop at their next chunk with their progress saved
+        and stay 'copying', so the next start resumes them without copying a finished file
+        again. Without this the process would wait for every copy to finish before it exits."""
+        self.halting = True
+        for task in list(self.copies.values()):
+            task.halt()
+        if self.runs:
+            await asyncio.wait(list(self.runs), timeout=timeout)
 
     def _waiting(self) -> list[str]:
         with self.platform.db.session() as s:
@@ -53,8 +68,14 @@ class CacheRunner:
     async def _run(self, cache_id: str) -> None:
         try:
             await self._copy(cache_id)
+        except asyncio.CancelledError:
+            # only the event loop's end cancels a run: start no other copy (of this cache, whose
+            # copy thread is still stopping, least of all)
+            self.halting = True
+            raise
         finally:
             self.running.pop(cache_id, None)
+            self.copies.pop(cache_id, None)
             await self.kick()
 
     async def _copy(self, cache_id: str) -> None:
@@ -86,10 +107,17 @@ class CacheRunner:
             Path(cache.path), done=done, workers=self.platform.cache_settings.workers,
             progress=progress, on_file_done=on_file_done, cancel=cancel,
             max_rate=self.platform.cache_settings.max_rate_mb * 2**20)
+        self.copies[cache_id] = task
+        if self.halting:  # the service began to stop while this one loaded
+            task.halt()
         copying = asyncio.ensure_future(asyncio.to_thread(task.run))
-        while not copying.done():
-            await asyncio.wait([copying], timeout=FLUSH_SECONDS)
-            await asyncio.to_thread(self._save, cache_id, progress, take())
+        try:
+            while not copying.done():
+                await asyncio.wait([copying], timeout=FLUSH_SECONDS)
+                await asyncio.to_thread(self._save, cache_id, progress, take())
+        except asyncio.CancelledError:
+            task.halt()
+            raise
         error = copying.exception()
         await asyncio.to_thread(self._save, cache_id, progress, take())
         if cancel.is_set():
@@ -99,6 +127,9 @@ class CacheRunner:
                       else f"{type(error).__name__}: {error}")
             self.platform.log.warning("Cache %s failed: %s", cache_id, reason)
             await asyncio.to_thread(self._end, cache_id, CacheState.failed, reason, remove=True)
+        elif task.halted:
+            self.platform.log.info("Cache %s: copy halted at %d files; the next start resumes it",
+                                   cache_id, progress.files_done)
         else:
             await asyncio.to_thread(self._finish, cache_id)
 

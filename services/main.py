@@ -49,6 +49,7 @@ async def serve() -> None:
     await stop.wait()
     log.info("labdeck service stopping; running sessions keep running")
     server.stop()
+    await platform.cache_runner.halt()
 
 
 def main() -> None:

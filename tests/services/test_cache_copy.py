@@ -233,6 +233,30 @@ def test_cancel_stops_within_a_chunk_and_removes_parts(tmp_path):
     assert progress.bytes_done <= 3 * 256 * 1024  # the chunks under way finish, no others start
 
 
+
+def test_halt_stops_a_paced_copy_at_once_keeping_finished_files_for_a_resume(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i}").write_bytes(random.randbytes(2**18))  # 10 MiB in all
+    source = local_source(str(src))
+    files = source.scan()
+    done = []
+    task = CopyTask(source, files, tmp_path / "cache", on_file_done=done.append, max_rate=2**20, workers=2)
+    thread = threading.Thread(target=task.run)
+    thread.start()
+    time.sleep(0.6)
+    task.halt()  # the service stops: no error, no cancel, the files done stay
+    thread.join(2)
+    assert not thread.is_alive() and task.halted  # within the pacing's quarter second, not after 10 s
+    assert 0 < len(done) < 40
+    assert not list((tmp_path / "cache").rglob("*.labdeck-part"))
+    assert sorted(os.listdir(tmp_path / "cache")) == sorted(done)
+    rest = []
+    CopyTask(source, files, tmp_path / "cache", done=set(done), on_file_done=rest.append).run()
+    assert sorted(done + rest) == sorted(f.rel for f in files)
+    assert contents(tmp_path / "cache") == contents(src)
+
 def grow(path):
     with open(path, "ab") as fh:
         fh.write(b"more")
