@@ -143,6 +143,18 @@ def hub(tmp_path_factory, docker_client, shared_root, data_server, smtp_server):
     remove_test_images()  # snapshots the tests saved: the engine keeps them otherwise
 
 
+@pytest.fixture(autouse=True)
+def _hub_kept_running(request):
+    """A test that stops the session hub and fails before starting it again fails alone: the
+    hub is started again for the tests after it."""
+    yield
+    if "hub" in request.fixturenames:
+        hub = request.getfixturevalue("hub")
+        if not hub.running:
+            hub.stop()
+            hub.start()
+
+
 def _user_factory(hub):
     """Make active accounts (password known) and their hub users, optionally in groups; yields
     the maker, then stops the servers they left running."""
@@ -169,7 +181,7 @@ def _user_factory(hub):
 
     yield make
     for name in created:
-        model = hub.server_model(name) if hub.proc and hub.proc.poll() is None else None
+        model = hub.server_model(name) if hub.running else None
         if model:
             hub.stop_server(name)
 

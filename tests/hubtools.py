@@ -131,13 +131,29 @@ class HubProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
-        # the proxy is a child of the hub; make sure none is left on our port
-        pid_file = self.data_dir / "jupyterhub-proxy.pid"
-        if pid_file.exists():
+        # the proxy and the service run in sessions of their own, so a hub killed above leaves
+        # them on our ports, where the next start would fail: stop whatever carries our data dir
+        for pid in self._leftovers():
             try:
-                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-            except (ValueError, ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
                 pass
+
+    def _leftovers(self) -> list[int]:
+        mark = f"LABDECK_DATA_DIR={self.data_dir}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                try:
+                    if mark in (entry / "environ").read_bytes().split(b"\0"):
+                        found.append(int(entry.name))
+                except OSError:
+                    pass
+        return found
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def restart(self, extra_config: str = "") -> None:
         """Stop and start again, with ``extra_config`` lines appended to the test config."""
