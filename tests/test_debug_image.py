@@ -17,19 +17,14 @@ from dataclasses import dataclass
 import asyncssh
 import pytest
 import requests
-from docker.errors import NotFound
-
-from services.ledger import Placement
-from services.naming import new_workload_id
-from services.recipe import ContainerRecipe, workload_labels
-from services.resources import GPU_SOURCE_DECLARED, Host
 from services.ssh_password import crypt_hash
+from tests.platform_containers import PlatformContainers
 from tests.test_images import load_build_module
 
 integration = pytest.mark.integration
 
 DEBUG_IMAGE = "labdeck/debug:latest"
-TEST_LABELS = {"labdeck.test": "debug-image"}
+TEST_LABEL = "debug-image"  # labdeck.test, on its containers and the snapshots taken of them
 INSTANCE = "labdeck-debug-image-test"
 CAPABILITIES = "AUDIT_WRITE,CHOWN,SETGID,SETUID,SYS_CHROOT"  # measured: each one is needed
 PASSWORD = "correct horse 1"
@@ -44,8 +39,6 @@ OTHER_SCHEMES = {
                     "//jKxfUuVSJKytdia0XFHXaOv4w3/1",
     "yescrypt": "$y$j9T$CNWN35U9x097Vayw$pbD4/osYEjoJtFl4YmMzhCAo6mutosmPyvXdMX0CAq7",
 }
-LOCAL = Host(name="local", region="default", docker_url="unix:///var/run/docker.sock", tls=None,
-             address="127.0.0.1", cpus=2, memory_mb=4096, gpus=(), gpu_source=GPU_SOURCE_DECLARED)
 
 
 @dataclass
@@ -79,23 +72,16 @@ def create_session(docker_client, debug_image, request):
     ``env`` entries override the platform's variables; a value of None leaves one out. A
     ``command`` runs in the entrypoint's command mode (as jovyan, no sshd) instead of a session.
     """
-    recipe = ContainerRecipe()
-    created = []
+    containers = PlatformContainers(docker_client, INSTANCE, TEST_LABEL)
 
     def finalize():
-        for container in created:
-            try:
-                container.remove(force=True)
-            except NotFound:
-                pass
-        for image in docker_client.images.list(filters={"label": "labdeck.test=debug-image"}):
+        containers.remove_all()
+        for image in docker_client.images.list(filters={"label": f"labdeck.test={TEST_LABEL}"}):
             docker_client.images.remove(image.id)  # snapshots taken here
 
     request.addfinalizer(finalize)
 
     def create(env=None, *, wait=True, image=debug_image, command=None) -> Session:
-        workload_id = new_workload_id("dbg")
-        placement = Placement(workload_id, LOCAL.name, LOCAL.region, 1000, 1024, None, ())
         token = secrets.token_hex(16)
         environment = {
             "LABDECK_PASSWORD_HASH": crypt_hash(PASSWORD, rounds=4),
@@ -104,17 +90,10 @@ def create_session(docker_client, debug_image, request):
             "LABDECK_PORTS": PORTS,
             **(env or {}),
         }
-        labels = workload_labels(INSTANCE, workload_id=workload_id, kind="debug", user="tester",
-                                 placement=placement)
-        spec = recipe.build(
-            name=f"{INSTANCE}-{workload_id}", image=image.id, image_labels=image.labels,
-            host=LOCAL, placement=placement, labels={**labels, **TEST_LABELS},
-            env={k: v for k, v in environment.items() if v is not None}, ports={22: None, 8888: None},
-            command=command,
+        container = containers.start(
+            image, kind="debug", id_prefix="dbg", command=command, ports={22: None, 8888: None},
+            env={k: v for k, v in environment.items() if v is not None},
         )
-        container = docker_client.containers.get(spec.create(docker_client.api))
-        created.append(container)
-        container.start()
         session = Session(container, token)
         if wait:
             session.find_ports()

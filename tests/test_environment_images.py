@@ -11,12 +11,7 @@ import json
 import shlex
 
 import pytest
-from docker.errors import NotFound
-
-from services.ledger import Placement
-from services.naming import new_workload_id
-from services.recipe import ContainerRecipe, workload_labels
-from services.resources import GPU_SOURCE_DECLARED, Host
+from tests.platform_containers import PlatformContainers
 from tests.test_images import load_build_module
 
 pytestmark = pytest.mark.integration
@@ -24,10 +19,7 @@ pytestmark = pytest.mark.integration
 DESKTOP = "labdeck/desktop:latest"
 TRAINING = "labdeck/training:latest"
 DEBUG_CAPABILITIES = "AUDIT_WRITE,CHOWN,SETGID,SETUID,SYS_CHROOT"  # images/debug/Dockerfile
-TEST_LABELS = {"labdeck.test": "environment-images"}
 INSTANCE = "labdeck-environment-image-test"
-LOCAL = Host(name="local", region="default", docker_url="unix:///var/run/docker.sock", tls=None,
-             address="127.0.0.1", cpus=2, memory_mb=4096, gpus=(), gpu_source=GPU_SOURCE_DECLARED)
 
 GL_TITLE = "labdeck gl"
 GL_BACKGROUND = (26, 26, 51)  # glClearColor(0.1, 0.1, 0.2)
@@ -112,31 +104,12 @@ def run_hardened(docker_client, request):
 
     The image's own entrypoint runs it (debug-entrypoint's command mode: as jovyan).
     """
-    recipe = ContainerRecipe()
-    created = []
-
-    def finalize():
-        for container in created:
-            try:
-                container.remove(force=True)
-            except NotFound:
-                pass
-
-    request.addfinalizer(finalize)
+    containers = PlatformContainers(docker_client, INSTANCE, "environment-images")
+    request.addfinalizer(containers.remove_all)
 
     def run(image, script: str, memory_mb: int = 1024, timeout: int = 300):
-        workload_id = new_workload_id("img")
-        placement = Placement(workload_id, LOCAL.name, LOCAL.region, 1000, memory_mb, None, ())
-        labels = workload_labels(INSTANCE, workload_id=workload_id, kind="notebook", user="tester",
-                                 placement=placement)
-        spec = recipe.build(
-            name=f"{INSTANCE}-{workload_id}", image=image.id, image_labels=image.labels, host=LOCAL,
-            placement=placement, labels={**labels, **TEST_LABELS},
-            command=["bash", "-euo", "pipefail", "-c", script],
-        )
-        container = docker_client.containers.get(spec.create(docker_client.api))
-        created.append(container)
-        container.start()
+        container = containers.start(image, kind="notebook", id_prefix="img", memory_mb=memory_mb,
+                                     command=["bash", "-euo", "pipefail", "-c", script])
         code = container.wait(timeout=timeout)["StatusCode"]
         return container, code, container.logs().decode(errors="replace").strip()
 
