@@ -95,7 +95,7 @@ def data_size(root: Path) -> tuple[int, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", type=int, default=20000, help="number of small files")
     parser.add_argument("--large", type=int, default=3, help="number of large files")
     parser.add_argument("--large-mb", type=int, default=400, help="size of each large file (MB)")

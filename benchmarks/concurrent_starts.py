@@ -69,7 +69,7 @@ def one_batch(pair: HubPair, label: str, users: list[str], options: dict, timeou
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each one batch per spawner (default 3)")
     parser.add_argument("--users", type=int, default=10, help="users started at once (default 10)")
     parser.add_argument("--cpu", type=float, default=1, help="cores each of our servers asks for (default 1)")

@@ -255,7 +255,7 @@ def counted(results, key, loaded):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--starts", type=int, default=8, help="starts per spawner and phase (default 8; fewer give unsteady medians)")
     parser.add_argument("--big-gb", type=int, default=1, help="GB written to the debug session's layer (default 1)")
     parser.add_argument("--build-mb", type=int, default=512, help="MB the image build writes (default 512)")

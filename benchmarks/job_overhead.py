@@ -220,7 +220,7 @@ def fmt(values) -> str:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=50, help="short jobs (and bare runs of each kind), default 50")
     parser.add_argument("--gpu-rounds", type=int, default=3, help="GPU hand-overs per way of ending, default 3")
     args = parser.parse_args()

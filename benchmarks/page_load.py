@@ -333,7 +333,7 @@ def report(rec: Recorder, cpu: dict, wall: float) -> None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=50, help="simulated signed-in users (default 50)")
     parser.add_argument("--duration", type=float, default=60, help="seconds of load (default 60)")
     parser.add_argument("--think", type=float, default=1.0, help="mean think time between requests, s (default 1)")
