@@ -1,9 +1,9 @@
 """First come, first served start slots: how many servers may start on one host at once.
 
-A server's start-up is CPU-bound (about a core for most of a second). When ten people
+A server's start-up is CPU-bound (about a core for one to two seconds). When ten people
 press "Start my Server" together, sharing the CPU ten ways makes every one of them wait
 for the last; letting about one start per core run and queueing the rest in arrival order
-gets the first servers up in about a second each and the last about as soon as before.
+gets the first servers up sooner and the last about as soon as before.
 
 A slot is held until the server answers, or for ``hold`` seconds at most, so that a start
 waiting on something other than the CPU (a slow mount, a hung image) does not hold up
