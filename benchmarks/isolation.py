@@ -16,9 +16,12 @@ Two hubs run side by side (instance ``labdeckbench3``). Measured, alternating be
    The one load serves both hubs: stock JupyterHub has no snapshot, and what would run there
    is the same ``docker commit`` on the same engine. Whenever the commit or the build
    finishes, another starts, so every loaded start runs while both are under way.
+3. in both phases, the engine alone: a bare create + start of the same image (Docker's API,
+   no platform, no hub), the floor under every start and job on that engine.
 Prints both phases and the loaded/unloaded ratio of the median start latency for each spawner
-(goal for ours: <= 1.25), jobs' ratio last but one. The server's own start-up ("listening",
-from its log) is shown too: it tells the machine's slowdown apart from the spawner's.
+(goal for ours: <= 1.25, last), stock's, jobs' and the engine alone's before it. The server's own
+start-up ("listening", from its log) is shown too: with the engine alone, it tells the machine's
+and the engine's slowdown apart from the spawner's.
 It ends by itself (a few minutes) and removes its containers, the images it built and the
 snapshots it saved (by label and name).
 """
@@ -47,6 +50,7 @@ JOB = {"name": "isolation probe", "image": "labdeck/notebook:latest", "region": 
 DEBUG = {"name": "big layer", "image": "labdeck/debug:latest", "region": "default", "cpu": 1, "memory_gb": 2,
          "gpus": 0, "ports": 1, "password": "bench-debug-1"}
 BUILD_TAG = f"{INSTANCE}-build"
+BARE_PREFIX = f"{INSTANCE}bare-"  # not labelled as the instance: the service must not see them
 SNAPSHOT_NAME = "isolation-big"
 
 
@@ -70,6 +74,20 @@ def one_start(pair, label, user, client, timeout) -> dict:
     except AssertionError as e:
         result.setdefault("error", f"stop: {e}")
     return result
+
+
+def one_bare(low, n: int) -> dict:
+    """Seconds for the engine alone to create and start a container of the image (a sleeping one)."""
+    t0 = time.time()
+    try:
+        cid = low.create_container(OPTIONS[OURS]["image"], name=f"{BARE_PREFIX}{n}", entrypoint=["sleep"],
+                                   command=["60"], labels={"labdeck.bench": INSTANCE}, detach=True)["Id"]
+        low.start(cid)
+        end = time.time()
+        low.remove_container(cid, force=True)
+    except docker.errors.APIError as e:
+        return {"t0": t0, "end": time.time(), "error": f"bare create+start: {e}"}
+    return {"t0": t0, "end": end, "ready": end - t0}
 
 
 def one_job(api) -> dict:
@@ -217,7 +235,7 @@ def remove_images(client) -> int:
 def phase(pair, client, users, job_api, count, timeout, load=None, budget=180) -> dict:
     """Alternate single starts (stock, ours) and jobs until each has ``count`` results that
     count: all of them when unloaded, those that ran entirely inside the load when loaded."""
-    results = {STOCK: [], OURS: [], "jobs": []}
+    results = {STOCK: [], OURS: [], "jobs": [], "bare": []}
     kept = {key: 0 for key in results}
     deadline = time.monotonic() + budget
     i = 0
@@ -237,6 +255,12 @@ def phase(pair, client, users, job_api, count, timeout, load=None, budget=180) -
             results["jobs"].append(res)
             kept["jobs"] += "error" in res or load is None or res["loaded"]
             show("job (ours)", res, load)
+        if kept["bare"] < count:
+            res = one_bare(client.api, len(results["bare"]) + (1000 if load else 0))
+            res["loaded"] = load.window_ok(res["t0"], res["end"]) if load else False
+            results["bare"].append(res)
+            kept["bare"] += "error" in res or load is None or res["loaded"]
+            show("engine alone", res, load)
         i += 1
     return results
 
@@ -291,6 +315,8 @@ def main():
         pair.stop()
         if load is not None:
             shutil.rmtree(load.build_dir, ignore_errors=True)
+        for container in client.containers.list(all=True, filters={"label": f"labdeck.bench={INSTANCE}"}):
+            container.remove(force=True)  # an engine-alone container the run was stopped in
         removed = remove_images(client)
         print(f"cleaned up: containers of {INSTANCE}, {removed} image tag(s) it made", flush=True)
 
@@ -299,22 +325,24 @@ def main():
         values = [r[key] for r in rs if r.get(key) == r.get(key)]
         return summary(values)[0] if values else float("nan")
 
-    print("medians, seconds after the POST (jobs: submitted -> container running); unloaded / loaded")
+    print("medians, seconds after the POST (jobs: submitted -> container running; engine alone: "
+          "create + start); unloaded / loaded")
     print(f"{'':22s} {'ready':>14s} {'ratio':>6s}   {'container running':>15s}  {'server listening':>15s}  "
           f"{'server CPU-s':>15s}")
     ratios = {}
-    for key, title in ((STOCK, STOCK), (OURS, OURS), ("jobs", "jobs (ours)")):
+    for key, title in ((STOCK, STOCK), (OURS, OURS), ("jobs", "jobs (ours)"), ("bare", "engine alone")):
         before, after = counted(unloaded, key, False), counted(loaded, key, True)
         ratios[key] = med(after, "ready") / med(before, "ready")
         line = f"{title:22s} {med(before, 'ready'):6.2f} / {med(after, 'ready'):5.2f} {ratios[key]:6.2f}"
-        if key != "jobs":
+        if key in (STOCK, OURS):
             line += "   " + "  ".join(f"{med(before, k):7.2f} / {med(after, k):5.2f}" for k in ("running", "inside", "cpu"))
         print(f"{line}   (n={len(before)}/{len(after)})")
     failures = sum("error" in r for phase_results in (unloaded, loaded) for rs in phase_results.values() for r in rs)
     if failures or load.errors:
         print(f"\n{failures} start(s) or job(s) FAILED; see above")
     pair.finish(failed=bool(failures or load.errors))
-    print(f"\njobs (ours), loaded / unloaded median submit -> running: {ratios['jobs']:.2f}")
+    print(f"\nengine alone, loaded / unloaded median create + start: {ratios['bare']:.2f}")
+    print(f"jobs (ours), loaded / unloaded median submit -> running: {ratios['jobs']:.2f}")
     print(f"stock DockerSpawner, loaded / unloaded median start: {ratios[STOCK]:.2f}")
     print(f"LabdeckSpawner, loaded / unloaded median start (goal <= 1.25): {ratios[OURS]:.2f}")
 
