@@ -102,11 +102,17 @@ def test_a_queued_start_shows_its_place_in_line(hub, page, make_user, notebook_i
         try:
             page.click("#spawn_form button[type=submit]")
             page.wait_for_url("**/spawn-pending/**")
-            page.click("#progress-details summary")
-            page.wait_for_function("document.querySelector('#progress-log').textContent"
-                                   ".includes('Waiting for a start slot on host east-1')", timeout=30_000)
+            # read the log in the same moment it shows the wait: once the server is up, the page
+            # reloads (a fresh, empty log) on its way to JupyterLab
+            log = page.wait_for_function(
+                """() => {
+                    const details = document.querySelector('#progress-details');
+                    const text = document.querySelector('#progress-log').textContent;
+                    if (!text.includes('Waiting for a start slot on host east-1')) return null;
+                    details.open = true;
+                    return text;
+                }""", timeout=30_000).json_value()
             page.screenshot(path=str(SHOTS / "spawn-queued.png"), full_page=True)
-            log = page.locator("#progress-log").inner_text()
             assert re.search(r"Waiting for a start slot on host east-1: [12] servers? starting ahead of yours", log), log
             page.wait_for_url(f"**/user/{me.name}/lab**", timeout=180_000)
         finally:
