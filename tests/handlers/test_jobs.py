@@ -115,8 +115,9 @@ def test_five_gpu_jobs_share_two_gpus_in_order(hub, make_user, notebook_image):
 def test_jobs_survive_a_service_restart_and_the_queue_keeps_its_order(hub, make_user, notebook_image):
     users = [make_user() for _ in range(4)]
     apis = [ServiceClient(hub, u.name) for u in users]
-    running = [submit(apis[i], "sleep 40; echo finished > /output/done.txt; echo bye", gpus=1, gpu_model="A100")
-               for i in range(2)]
+    # the two hold their GPUs until the test lets them go: a restart takes long on a busy machine
+    running = [submit(apis[i], "until [ -e /output/go ]; do sleep 0.2; done; echo finished > /output/done.txt; echo bye",
+                      gpus=1, gpu_model="A100") for i in range(2)]
     queued = [submit(apis[i], "echo quick", gpus=1, gpu_model="A100") for i in (2, 3)]
     assert [apis[2]("GET", f"/jobs/{queued[0]['id']}").json()["position"],
             apis[3]("GET", f"/jobs/{queued[1]['id']}").json()["position"]] == [1, 2]
@@ -126,12 +127,14 @@ def test_jobs_survive_a_service_restart_and_the_queue_keeps_its_order(hub, make_
     # the GPUs are still held: the two wait, in the order they were submitted
     assert [apis[2]("GET", f"/jobs/{queued[0]['id']}").json()["position"],
             apis[3]("GET", f"/jobs/{queued[1]['id']}").json()["position"]] == [1, 2]
+    folder = Path(hub.platform.jobs.storage_root)
+    for job in running:
+        (next(folder.rglob(f"{job['id']}/output")) / "go").touch()
     for api, job in zip(apis, running + queued):
         done = wait_ended(api, job["id"], timeout=120)
         assert done["end_reason"] == "succeeded", done
     for api, job in zip(apis[:2], running):
         assert "bye" in read_log(api, job["id"])
-        folder = Path(hub.platform.jobs.storage_root)
         assert any(folder.rglob(f"{job['id']}/output/done.txt"))
 
 
