@@ -16,20 +16,39 @@ from docker.errors import DockerException
 CHUNK_FLUSH = 64 * 1024
 
 
-def _copy(client, container_id: str, path: Path, follow: bool, stop: threading.Event) -> None:
-    with open(path, "wb") as out:  # Docker's stream starts at the beginning of the log
-        for chunk in client.logs(container_id, stdout=True, stderr=True, stream=True, follow=follow):
-            out.write(chunk)
-            out.flush()
-            if stop.is_set():
+class _Copy:
+    """One copy of a log in progress. :meth:`halt` ends it at once, even in the middle of a
+    blocking read of a quiet job's stream: a stopping service must not wait for its jobs."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.stream = None
+
+    def run(self, client, container_id: str, path: Path, follow: bool) -> None:
+        with open(path, "wb") as out:  # Docker's stream starts at the beginning of the log
+            self.stream = client.logs(container_id, stdout=True, stderr=True, stream=True, follow=follow)
+            if self.stop.is_set():  # halted while the stream was opening
                 return
+            for chunk in self.stream:
+                out.write(chunk)
+                out.flush()
+                if self.stop.is_set():
+                    return
+
+    def halt(self) -> None:
+        self.stop.set()
+        if self.stream is not None:
+            try:
+                self.stream.close()  # the blocked read returns or raises
+            except Exception:  # already closed
+                pass
 
 
 class JobLogs:
     def __init__(self, platform, threads: int = 64):
         self.platform = platform
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="job-log")
-        self._followers: dict[str, tuple] = {}  # workload id -> (future, stop event)
+        self._followers: dict[str, tuple] = {}  # workload id -> (future, _Copy)
 
     def follow(self, workload_id: str, host_name: str, container_id: str, path: Path, on_end=None) -> None:
         """Copy the running container's log to ``path`` until it exits (once per job). When the
@@ -37,14 +56,14 @@ class JobLogs:
         current = self._followers.get(workload_id)
         if current is not None and not current[0].done():
             return
-        stop = threading.Event()
-        future = self.pool.submit(self._run, host_name, container_id, path, True, stop)
-        self._followers[workload_id] = (future, stop)
+        copy = _Copy()
+        future = self.pool.submit(self._run, host_name, container_id, path, True, copy)
+        self._followers[workload_id] = (future, copy)
         if on_end is not None:
             loop = asyncio.get_running_loop()
 
             def ended(_future):
-                if stop.is_set():  # finish() gave up on it: finalize runs already
+                if copy.stop.is_set():  # finish() gave up on it (finalize runs already) or the service stops
                     return
                 try:
                     loop.call_soon_threadsafe(self.platform.spawn_background,
@@ -54,13 +73,22 @@ class JobLogs:
 
             future.add_done_callback(ended)
 
-    def _run(self, host_name, container_id, path, follow, stop) -> bool:
+    def _run(self, host_name, container_id, path, follow, copy: _Copy) -> bool:
         try:
-            _copy(self.platform.docker.client(host_name), container_id, path, follow, stop)
-            return True
-        except (DockerException, OSError) as e:
-            self.platform.log.warning("Log of %s: %s", container_id[:12], e)
+            copy.run(self.platform.docker.client(host_name), container_id, path, follow)
+            return not copy.stop.is_set()
+        except Exception as e:
+            if not copy.stop.is_set():  # a halted stream fails as it is closed: expected
+                if not isinstance(e, (DockerException, OSError)):
+                    raise
+                self.platform.log.warning("Log of %s: %s", container_id[:12], e)
             return False
+
+    def halt(self) -> None:
+        """The service stops: end every follower now. The jobs keep running; the next start
+        follows them again and rewrites their logs from Docker's complete log."""
+        for _future, copy in self._followers.values():
+            copy.halt()
 
     async def finish(self, workload_id: str, host_name: str, container_id: str, path: Path) -> None:
         """The container has exited: make sure ``path`` holds its whole log."""
@@ -70,7 +98,6 @@ class JobLogs:
                 if await asyncio.wait_for(asyncio.wrap_future(current[0]), 30):
                     return
             except asyncio.TimeoutError:
-                current[1].set()
+                current[1].halt()
         # no follower (the service restarted after the exit) or it failed: copy the whole log now
-        await asyncio.wrap_future(self.pool.submit(self._run, host_name, container_id, path, False,
-                                                   threading.Event()))
+        await asyncio.wrap_future(self.pool.submit(self._run, host_name, container_id, path, False, _Copy()))

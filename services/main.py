@@ -50,6 +50,9 @@ async def serve() -> None:
     log.info("labdeck service stopping; running sessions keep running")
     server.stop()
     await platform.cache_runner.halt()
+    # a follower blocked on a quiet job's log would keep the process from exiting until the job ends
+    platform.job_logs.halt()
+    log.info("labdeck service stopped")
 
 
 def main() -> None:

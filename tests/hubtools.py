@@ -133,13 +133,24 @@ class HubProcess:
                 self.proc.wait(10)
         # the proxy and the service run in sessions of their own, so a hub killed above leaves
         # them on our ports, where the next start would fail: stop whatever carries our data dir
-        for pid in self._leftovers():
+        for pid in self._processes_with_our_data_dir():
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
-    def _leftovers(self) -> list[int]:
+    def service_pids(self) -> list[int]:
+        """The labdeck service this hub started (``python -m services.main``), while it runs."""
+        found = []
+        for pid in self._processes_with_our_data_dir():
+            try:
+                if b"services.main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(pid)
+            except OSError:
+                pass
+        return found
+
+    def _processes_with_our_data_dir(self) -> list[int]:
         mark = f"LABDECK_DATA_DIR={self.data_dir}".encode()
         found = []
         for entry in Path("/proc").iterdir():
