@@ -50,7 +50,6 @@ JOB = {"name": "isolation probe", "image": "labdeck/notebook:latest", "region": 
 DEBUG = {"name": "big layer", "image": "labdeck/debug:latest", "region": "default", "cpu": 1, "memory_gb": 2,
          "gpus": 0, "ports": 1, "password": "bench-debug-1"}
 BUILD_TAG = f"{INSTANCE}-build"
-BARE_PREFIX = f"{INSTANCE}bare-"  # not labelled as the instance: the service must not see them
 SNAPSHOT_NAME = "isolation-big"
 
 
@@ -76,12 +75,13 @@ def one_start(pair, label, user, client, timeout) -> dict:
     return result
 
 
-def one_bare(low, n: int) -> dict:
-    """Seconds for the engine alone to create and start a container of the image (a sleeping one)."""
+def one_bare(low) -> dict:
+    """Seconds for the engine alone to create and start a container of the image (a sleeping one).
+    Labelled labdeck.bench, not as the instance: the service must not see it."""
     t0 = time.time()
     try:
-        cid = low.create_container(OPTIONS[OURS]["image"], name=f"{BARE_PREFIX}{n}", entrypoint=["sleep"],
-                                   command=["60"], labels={"labdeck.bench": INSTANCE}, detach=True)["Id"]
+        cid = low.create_container(OPTIONS[OURS]["image"], entrypoint=["sleep"], command=["60"],
+                                   labels={"labdeck.bench": INSTANCE}, detach=True)["Id"]
         low.start(cid)
         end = time.time()
         low.remove_container(cid, force=True)
@@ -256,7 +256,7 @@ def phase(pair, client, users, job_api, count, timeout, load=None, budget=180) -
             kept["jobs"] += "error" in res or load is None or res["loaded"]
             show("job (ours)", res, load)
         if kept["bare"] < count:
-            res = one_bare(client.api, len(results["bare"]) + (1000 if load else 0))
+            res = one_bare(client.api)
             res["loaded"] = load.window_ok(res["t0"], res["end"]) if load else False
             results["bare"].append(res)
             kept["bare"] += "error" in res or load is None or res["loaded"]

@@ -27,13 +27,14 @@ class _Copy:
     def run(self, client, container_id: str, path: Path, follow: bool) -> None:
         with open(path, "wb") as out:  # Docker's stream starts at the beginning of the log
             self.stream = client.logs(container_id, stdout=True, stderr=True, stream=True, follow=follow)
-            if self.stop.is_set():  # halted while the stream was opening
-                return
-            for chunk in self.stream:
-                out.write(chunk)
-                out.flush()
-                if self.stop.is_set():
-                    return
+            try:
+                for chunk in self.stream:
+                    if self.stop.is_set():  # also when halted while the stream was opening
+                        return
+                    out.write(chunk)
+                    out.flush()
+            finally:
+                self.stream.close()
 
     def halt(self) -> None:
         self.stop.set()
@@ -77,12 +78,14 @@ class JobLogs:
         try:
             copy.run(self.platform.docker.client(host_name), container_id, path, follow)
             return not copy.stop.is_set()
-        except Exception as e:
-            if not copy.stop.is_set():  # a halted stream fails as it is closed: expected
-                if not isinstance(e, (DockerException, OSError)):
-                    raise
+        except (DockerException, OSError) as e:
+            if not copy.stop.is_set():
                 self.platform.log.warning("Log of %s: %s", container_id[:12], e)
             return False
+        except Exception:
+            if copy.stop.is_set():  # a halted stream may fail in any way as it is closed
+                return False
+            raise
 
     def halt(self) -> None:
         """The service stops: end every follower now. The jobs keep running; the next start

@@ -287,6 +287,14 @@ def page_text(response: requests.Response) -> str:
 SERVICE = "/services/labdeck/"
 
 
+def process_exited(pid: int) -> bool:
+    """The process is gone, or a zombie its parent has not reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
 def user_token(hub: HubProcess, user: str) -> str:
     """An API token of ``user`` (with the user's own permissions), made by the admin."""
     r = hub.api("POST", f"/users/{user}/tokens", json={"note": "tests", "expires_in": 3600})

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from services.models import Workload
-from tests.hubtools import SERVICE, ServiceClient, containers_of, login_session, page_text, wait_for, xsrf_post
+from tests.hubtools import (SERVICE, ServiceClient, containers_of, login_session, page_text, process_exited,
+                            wait_for, xsrf_post)
 
 pytestmark = pytest.mark.integration
 
@@ -114,14 +115,6 @@ def test_five_gpu_jobs_share_two_gpus_in_order(hub, make_user, notebook_image):
     assert starts[2] >= max(starts[:2]) and starts[4] >= starts[2]  # first come, first served
 
 
-def exited(pid: int) -> bool:
-    """The process is gone, or a zombie its parent (the hub) has not reaped yet."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
-
-
 def test_jobs_survive_a_service_restart_and_the_queue_keeps_its_order(hub, make_user, notebook_image):
     users = [make_user() for _ in range(4)]
     apis = [ServiceClient(hub, u.name) for u in users]
@@ -135,7 +128,7 @@ def test_jobs_survive_a_service_restart_and_the_queue_keeps_its_order(hub, make_
     # follower blocked on a job's stream used to keep it alive until the hub killed it
     (service,) = hub.service_pids()
     os.kill(service, signal.SIGINT)
-    wait_for(lambda: exited(service), 8, "the service to exit after SIGINT")
+    wait_for(lambda: process_exited(service), 8, "the service to exit after SIGINT")
     hub.restart()  # the service starts again with the hub
 
     apis = [ServiceClient(hub, u.name) for u in users]
