@@ -53,20 +53,20 @@ class DockerPool:
             max_workers=platform.long_docker_threads, thread_name_prefix="docker-long"
         )
 
-    def client(self, host_name: str):
-        """This thread's client for a host (created on first use)."""
+    def client(self, host_name: str, long: bool = False):
+        """This thread's client for a host (created on first use); ``long``: one that waits
+        ``long_docker_timeout`` for an answer instead of ``docker_timeout``."""
         clients = getattr(self._local, "clients", None)
         if clients is None:
             clients = self._local.clients = {}
-        if host_name not in clients:
+        if (host_name, long) not in clients:
             host = self._platform.resources.host(host_name)
-            clients[host_name] = make_client(
-                host.docker_url, host.tls, timeout=self._platform.docker_timeout
-            )
-        return clients[host_name]
+            timeout = self._platform.long_docker_timeout if long else self._platform.docker_timeout
+            clients[host_name, long] = make_client(host.docker_url, host.tls, timeout=timeout)
+        return clients[host_name, long]
 
-    def _call(self, host_name, method, args, kwargs):
-        return getattr(self.client(host_name), method)(*args, **kwargs)
+    def _call(self, host_name, method, args, kwargs, long=False):
+        return getattr(self.client(host_name, long), method)(*args, **kwargs)
 
     def call(self, host_name: str, method: str, *args, **kwargs) -> asyncio.Future:
         """``await pool.call("local", "inspect_container", cid)`` — a short call."""
@@ -77,7 +77,7 @@ class DockerPool:
     def call_long(self, host_name: str, method: str, *args, **kwargs) -> asyncio.Future:
         """Like :meth:`call`, on the pool kept for commits, pulls and builds."""
         return asyncio.wrap_future(
-            self.long.submit(self._call, host_name, method, args, kwargs)
+            self.long.submit(self._call, host_name, method, args, kwargs, True)
         )
 
     def run(self, host_name: str, func, *args) -> asyncio.Future:

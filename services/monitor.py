@@ -30,9 +30,12 @@ class Monitor(LoggingConfigurable):
 
     async def start(self) -> None:
         """Run once at once (re-adopting what survived a restart), then every ``interval``."""
-        interrupted = await asyncio.to_thread(snapshots.recover_interrupted, self.platform)
+        interrupted = await asyncio.to_thread(snapshots.interrupted_snapshots, self.platform)
         if interrupted:
-            self.log.warning("%d snapshot(s) were interrupted by the restart and marked failed", interrupted)
+            self.log.warning("%d snapshot(s) were being saved when the service stopped; each is adopted "
+                             "when the engine has finished its commit", len(interrupted))
+        for image_id in interrupted:
+            self.platform.spawn_background(snapshots.adopt_interrupted(self.platform, image_id))
         await self.round(force=True)
         self.platform.spawn_background(self._loop())
 

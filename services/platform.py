@@ -62,6 +62,13 @@ class Platform(LoggingConfigurable):
         60, help="Seconds before a single Docker API call gives up."
     ).tag(config=True)
 
+    long_docker_timeout = Integer(
+        3600,
+        help="Seconds the platform waits for a long Docker operation (commit, pull, push). A commit "
+             "answers only when it is done, and the engine finishes it even when nobody waits any "
+             "more: a snapshot still saving after this long is marked failed.",
+    ).tag(config=True)
+
     service_prefix = Unicode(
         "/services/labdeck/",
         help="URL path of the labdeck service (the hub's base URL + services/labdeck/).",

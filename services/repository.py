@@ -20,7 +20,7 @@ from . import sharing, snapshots
 from .errors import InUseError, OptionError
 from .identity import Requester
 from .models import ImageMember, ImageState, UserImage, Workload, WorkloadState
-from .snapshots import IMAGE_KINDS, check_snapshot_options, repository_for
+from .snapshots import IMAGE_KINDS, check_snapshot_options, image_row, repository_for
 
 
 class ImageRegistry(LoggingConfigurable):
@@ -258,7 +258,7 @@ async def push_if_configured(platform, image_id: int) -> None:
     registry = platform.registry
     if not registry.enabled:
         return
-    image = await asyncio.to_thread(_get_row, platform, image_id)
+    image = await asyncio.to_thread(image_row, platform, image_id)
     remote_repo = registry.prefix() + image.repository
     host = image.source_host or _hosts(platform)[0]
     try:
@@ -284,11 +284,6 @@ def _stream_error(output) -> str | None:
         if isinstance(message, dict) and message.get("error"):
             return str(message["error"])
     return None
-
-
-def _get_row(platform, image_id: int) -> UserImage:
-    with platform.db.session() as s:
-        return s.get(UserImage, image_id)
 
 
 def _record_push(platform, image_id: int, pushed_to: str | None, error: str | None) -> None:

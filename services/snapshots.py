@@ -2,13 +2,15 @@
 
 ``docker commit`` runs in the background, on the pool kept for long Docker operations, while
 the session stays usable; the image row goes ``saving`` -> ``saved`` or ``failed`` (with the
-reason). Bind mounts are never part of a commit, so mapped data stays out of the image.
+reason). A commit the service did not see finish (it restarted) is adopted once the engine has
+it. Bind mounts are never part of a commit, so mapped data stays out of the image.
 """
 
 import asyncio
 import re
+from datetime import datetime, timedelta
 
-from docker.errors import DockerException
+from docker.errors import DockerException, ImageNotFound
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -21,6 +23,8 @@ NAME_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 IMAGE_KINDS = ("debug", "job")  # the repository's two lists; every picker offers both
 KIND_TITLES = {"debug": "remote debug", "job": "training / evaluation"}
+# how far the engine's clock may lag the service's when telling a new commit from an older image
+CLOCK_SLACK = timedelta(seconds=60)
 # labels of the running container that describe the workload, not the image
 WORKLOAD_LABELS = ("labdeck.instance", "labdeck.id", "labdeck.kind", "labdeck.user", "labdeck.region",
                    "labdeck.host", "labdeck.gpus", "labdeck.gpu_model", "labdeck.cpu_milli",
@@ -90,18 +94,26 @@ async def _commit(platform, image_id: int) -> None:
         image_info = await platform.docker.call(image.source_host, "inspect_image", info["Image"])
         conf = dict(image_info["Config"])
         conf["Labels"] = labels
+        platform.log.info("Snapshot %s: committing container %s as %s", image_id, container_id[:12], image.reference)
         result = await platform.docker.call_long(
             image.source_host, "commit", container_id, repository=image.repository, tag=image.tag,
             message=f"snapshot of session {image.source_workload}", author=image.created_by, conf=conf,
             pause=False,  # the session stays usable while its layer is copied
         )
-        inspected = await platform.docker.call(image.source_host, "inspect_image", result["Id"])
     except (DockerException, OSError, KeyError) as e:
         reason = getattr(e, "explanation", None) or str(e)
         await asyncio.to_thread(_finish, platform, image_id, ImageState.failed, error=reason)
         return
-    await asyncio.to_thread(_finish, platform, image_id, ImageState.saved, docker_id=result["Id"],
-                            size=inspected.get("Size"))
+    await _saved(platform, image_id, image.source_host, result["Id"])
+
+
+async def _saved(platform, image_id: int, host: str, docker_id: str) -> None:
+    try:
+        size = (await platform.docker.call(host, "inspect_image", docker_id)).get("Size")
+    except (DockerException, OSError) as e:
+        platform.log.warning("Snapshot %s is saved, but its size is unknown: %s", image_id, e)
+        size = None
+    await asyncio.to_thread(_finish, platform, image_id, ImageState.saved, docker_id=docker_id, size=size)
     from .repository import push_if_configured  # the repository builds on snapshots, not the reverse
 
     await push_if_configured(platform, image_id)
@@ -131,12 +143,55 @@ def image_view(image: UserImage) -> dict:
     }
 
 
-def recover_interrupted(platform) -> int:
-    """Snapshots left ``saving`` by a service restart: the commit died with the process."""
+def interrupted_snapshots(platform) -> list[int]:
+    """Snapshots a restart of the service left ``saving``."""
     with platform.db.session() as s:
-        stuck = list(s.scalars(select(UserImage).where(UserImage.state == ImageState.saving.value)))
-        for image in stuck:
-            image.state = ImageState.failed.value
-            image.error = "interrupted by a restart of the labdeck service; save the snapshot again"
-            image.finished_at = utcnow()
-        return len(stuck)
+        return list(s.scalars(select(UserImage.id).where(UserImage.state == ImageState.saving.value)))
+
+
+async def adopt_interrupted(platform, image_id: int, interval: float = 2.0) -> None:
+    """Finish a snapshot whose service stopped while it was saved. The engine completes a commit
+    whose caller went away (measured: a 1 GB commit was tagged 5 s after its client was killed),
+    so the image is adopted when it appears; the snapshot fails only if none has appeared
+    ``long_docker_timeout`` seconds after it began."""
+    image = await asyncio.to_thread(image_row, platform, image_id)
+    deadline = image.created_at + timedelta(seconds=platform.long_docker_timeout)
+    while True:
+        docker_id = await _committed_image(platform, image)
+        if docker_id:
+            platform.log.info("Snapshot %s: adopted %s, committed while the service restarted", image_id,
+                              image.reference)
+            await _saved(platform, image_id, image.source_host, docker_id)
+            return
+        if utcnow() >= deadline:
+            await asyncio.to_thread(
+                _finish, platform, image_id, ImageState.failed,
+                error=f"interrupted by a restart of the labdeck service, and the Docker engine had no image "
+                      f"{image.reference} {platform.long_docker_timeout} s later; save the snapshot again")
+            return
+        await asyncio.sleep(interval)
+
+
+async def _committed_image(platform, image: UserImage) -> str | None:
+    """The ID of this snapshot's image, if the engine has it."""
+    try:
+        info = await platform.docker.call(image.source_host, "inspect_image", image.reference)
+    except ImageNotFound:
+        return None
+    except (DockerException, OSError) as e:
+        platform.log.warning("Snapshot %s: cannot ask the engine for %s yet: %s", image.id, image.reference, e)
+        return None
+    return info["Id"] if is_commit_of(info, image) else None
+
+
+def is_commit_of(info: dict, image: UserImage) -> bool:
+    """Whether the engine's image (``inspect_image``) is this snapshot's commit: made from its
+    source session, no earlier than the snapshot began (an older image may carry the same name)."""
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    created = datetime.fromisoformat(info["Created"][:19])  # RFC 3339 with nanoseconds, in UTC
+    return labels.get("labdeck.source") == image.source_workload and created >= image.created_at - CLOCK_SLACK
+
+
+def image_row(platform, image_id: int) -> UserImage | None:
+    with platform.db.session() as s:
+        return s.get(UserImage, image_id)

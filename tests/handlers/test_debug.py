@@ -2,13 +2,18 @@
 
 import asyncio
 import json
+import os
+import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import asyncssh
+import docker
 import pytest
 
 from services.models import DebugSession, PortAllocation, Workload
-from tests.hubtools import SERVICE, ServiceClient, containers_of, login_session, page_text, wait_for, xsrf_post
+from tests.hubtools import (SERVICE, ServiceClient, containers_of, login_session, page_text, process_exited, wait_for,
+                             xsrf_post)
 
 pytestmark = pytest.mark.integration
 
@@ -229,6 +234,68 @@ def test_snapshot_keeps_files_but_not_mapped_data(hub, make_user, debug_image, d
     terminate(api, fresh["id"])
     other = ServiceClient(hub, make_user().name)
     assert image["reference"] not in [i["name"] for i in other("GET", "/debug/options").json()["images"]]
+
+
+def test_a_snapshot_is_kept_when_its_commit_outlasts_the_wait_or_the_service(hub, make_user, debug_image,
+                                                                          docker_client):
+    """The engine finishes a commit that nobody waits for any more, so the platform must not call
+    it failed: (a) a commit longer than a short Docker call may take (it failed with "Read timed
+    out" while the image appeared), (b) a commit under way when the service was killed (it was
+    marked failed at the restart while the image appeared)."""
+    gus = make_user()
+    api = ServiceClient(hub, gus.name)
+    hub.restart(extra_config="c.Platform.docker_timeout = 2")  # committing 1 GB takes longer
+    saved = []
+    try:
+        session = wait_running(api, create(api, name="big layer")["id"])
+        container = docker_client.containers.get(session["container_id"])
+        code, out = container.exec_run(["sh", "-c", "head -c 1G /dev/urandom > /home/jovyan/big.bin"], user="jovyan")
+        assert code == 0, out
+
+        def snapshot(tag):
+            r = api("POST", f"/debug/{session['id']}/snapshot", json={"name": "big-env", "tag": tag, "kind": "debug"})
+            assert r.status_code == 202, r.text
+            saved.append(r.json())
+            return r.json()
+
+        def when_done(image, timeout=240):
+            return wait_for(lambda: (i := api("GET", f"/images/{image['id']}").json())["state"] != "saving" and i,
+                            timeout, f"snapshot {image['reference']} to finish")
+
+        slow = when_done(snapshot("slow"))
+        assert slow["state"] == "saved", slow
+
+        crashed = snapshot("crash")
+        wait_for(lambda: f"Snapshot {crashed['id']}: committing" in hub.log_path.read_text(errors="replace"),
+                 30, "the service to begin the commit")
+        time.sleep(0.5)  # the request is on its way to the engine
+        (service,) = hub.service_pids()
+        os.kill(service, signal.SIGKILL)
+        wait_for(lambda: process_exited(service), 10, "the service to die")
+        hub.restart()  # with the usual settings again
+        crashed = when_done(crashed)
+        assert crashed["state"] == "saved", crashed
+        for image in (slow, crashed):
+            engine_image = docker_client.images.get(image["reference"])
+            assert engine_image.labels["labdeck.source"] == session["id"]
+            assert image["size_bytes"] >= 10**9 and engine_image.attrs["Size"] == image["size_bytes"]
+        terminate(api, session["id"])
+        # a session from the adopted snapshot has the file the layer held
+        fresh = wait_running(api, create(api, image=crashed["reference"])["id"])
+        code, out = docker_client.containers.get(fresh["container_id"]).exec_run(
+            ["stat", "-c", "%s", "/home/jovyan/big.bin"], user="jovyan")
+        assert (code, out.strip()) == (0, b"1073741824")
+        terminate(api, fresh["id"])
+        for image in saved:
+            assert api("DELETE", f"/images/{image['id']}").status_code == 204
+    finally:
+        if hub.extra_config or not hub.running:
+            hub.restart()
+        for image in saved:  # 1 GB each: not left for the end of the session
+            try:
+                docker_client.images.remove(image["reference"], force=True)
+            except docker.errors.ImageNotFound:
+                pass
 
 
 def test_end_states_and_batch_delete(hub, make_user, debug_image, docker_client):
