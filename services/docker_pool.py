@@ -2,12 +2,14 @@
 
 DockerSpawner sends every call of every user through one thread; a slow call (an image
 commit, a pull) then stalls everyone's start. Here short calls share a pool of
-``Platform.docker_threads`` threads and long operations get a separate pool.
+``Platform.docker_threads`` threads and long operations get a separate pool, whose threads
+do not hold up the process's exit.
 """
 
 import asyncio
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 import docker
 from docker.errors import DockerException
@@ -40,6 +42,43 @@ def bridge_gateway(docker_url: str = DEFAULT_DOCKER_URL, fallback: str = "172.17
     return fallback
 
 
+class DaemonThreadPool(Executor):
+    """Like ThreadPoolExecutor (threads started on demand, up to ``max_workers``, then reused),
+    but a process that stops does not wait for the calls under way: a stopping service would
+    otherwise wait for a commit to the end, and the hub would kill it. The engine finishes a
+    commit nobody waits for, and the restarted service adopts it (services.snapshots)."""
+
+    def __init__(self, max_workers: int, thread_name_prefix: str):
+        self._max_workers, self._prefix = max_workers, thread_name_prefix
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future = Future()
+        self._work.put((future, fn, args, kwargs))
+        if not self._idle.acquire(blocking=False):
+            with self._lock:
+                if len(self._threads) < self._max_workers:
+                    thread = threading.Thread(target=self._worker, name=f"{self._prefix}_{len(self._threads)}",
+                                              daemon=True)
+                    self._threads.append(thread)
+                    thread.start()
+        return future
+
+    def _worker(self):
+        while True:
+            future, fn, args, kwargs = self._work.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as e:  # handed to the caller, as ThreadPoolExecutor does
+                    future.set_exception(e)
+            del future, fn, args, kwargs  # drop the references while idle
+            self._idle.release()
+
+
 class DockerPool:
     """Runs Docker API calls for any configured host in background threads."""
 
@@ -49,9 +88,7 @@ class DockerPool:
         self.short = ThreadPoolExecutor(
             max_workers=platform.docker_threads, thread_name_prefix="docker"
         )
-        self.long = ThreadPoolExecutor(
-            max_workers=platform.long_docker_threads, thread_name_prefix="docker-long"
-        )
+        self.long = DaemonThreadPool(platform.long_docker_threads, thread_name_prefix="docker-long")
 
     def client(self, host_name: str, long: bool = False):
         """This thread's client for a host (created on first use); ``long``: one that waits
