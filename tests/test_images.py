@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.platform_containers import PlatformContainers
+
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = ROOT / "images" / "build.py"
 NOTEBOOK = "labdeck/notebook:latest"
@@ -65,6 +67,20 @@ def run_in_image(docker_client, notebook_image, request):
 def test_runs_as_unprivileged_user(notebook_image, run_in_image):
     assert notebook_image.attrs["Config"]["User"] == "1000"
     assert run_in_image("id -u; id -g; id -un") == "1000\n100\njovyan"
+
+
+@pytest.mark.integration
+def test_a_container_made_by_the_recipe_logs_only_what_its_command_prints(docker_client, notebook_image):
+    """The recipe starts containers with Docker's init as PID 1: the image's tini must not warn
+    about it in every server's log (the spawner shows a failed start's last lines)."""
+    containers = PlatformContainers(docker_client, "labdecktest-images", "images")
+    try:
+        container = containers.start(notebook_image, kind="notebook", id_prefix="nb",
+                                     command=["sh", "-c", "echo only this"])
+        assert container.wait(timeout=60)["StatusCode"] == 0
+        assert container.logs().decode() == "only this\n"
+    finally:
+        containers.remove_all()
 
 
 @pytest.mark.integration
