@@ -52,7 +52,7 @@ class DaemonThreadPool(Executor):
         self._max_workers, self._prefix = max_workers, thread_name_prefix
         self._work: queue.SimpleQueue = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)
-        self._threads: list[threading.Thread] = []
+        self._started = 0  # threads, never more than max_workers
         self._lock = threading.Lock()
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
@@ -60,11 +60,10 @@ class DaemonThreadPool(Executor):
         self._work.put((future, fn, args, kwargs))
         if not self._idle.acquire(blocking=False):
             with self._lock:
-                if len(self._threads) < self._max_workers:
-                    thread = threading.Thread(target=self._worker, name=f"{self._prefix}_{len(self._threads)}",
-                                              daemon=True)
-                    self._threads.append(thread)
-                    thread.start()
+                if self._started < self._max_workers:
+                    name = f"{self._prefix}_{self._started}"
+                    self._started += 1
+                    threading.Thread(target=self._worker, name=name, daemon=True).start()
         return future
 
     def _worker(self):

@@ -28,8 +28,10 @@ class _Copy:
         with open(path, "wb") as out:  # Docker's stream starts at the beginning of the log
             self.stream = client.logs(container_id, stdout=True, stderr=True, stream=True, follow=follow)
             try:
+                if self.stop.is_set():  # halted while the stream opened: a quiet job may send nothing
+                    return
                 for chunk in self.stream:
-                    if self.stop.is_set():  # also when halted while the stream was opening
+                    if self.stop.is_set():
                         return
                     out.write(chunk)
                     out.flush()

@@ -104,16 +104,18 @@ async def _commit(platform, image_id: int) -> None:
         reason = getattr(e, "explanation", None) or str(e)
         await asyncio.to_thread(_finish, platform, image_id, ImageState.failed, error=reason)
         return
-    await _saved(platform, image_id, image.source_host, result["Id"])
-
-
-async def _saved(platform, image_id: int, host: str, docker_id: str) -> None:
     try:
-        size = (await platform.docker.call(host, "inspect_image", docker_id)).get("Size")
-    except (DockerException, OSError) as e:
+        info = await platform.docker.call(image.source_host, "inspect_image", result["Id"])
+    except (DockerException, OSError) as e:  # the image is there all the same
         platform.log.warning("Snapshot %s is saved, but its size is unknown: %s", image_id, e)
-        size = None
-    await asyncio.to_thread(_finish, platform, image_id, ImageState.saved, docker_id=docker_id, size=size)
+        info = {"Id": result["Id"]}
+    await _saved(platform, image_id, info)
+
+
+async def _saved(platform, image_id: int, info: dict) -> None:
+    """Record the committed image (``inspect_image``), then push it where a registry is set."""
+    await asyncio.to_thread(_finish, platform, image_id, ImageState.saved, docker_id=info["Id"],
+                            size=info.get("Size"))
     from .repository import push_if_configured  # the repository builds on snapshots, not the reverse
 
     await push_if_configured(platform, image_id)
@@ -157,11 +159,11 @@ async def adopt_interrupted(platform, image_id: int, interval: float = 2.0) -> N
     image = await asyncio.to_thread(image_row, platform, image_id)
     deadline = image.created_at + timedelta(seconds=platform.long_docker_timeout)
     while True:
-        docker_id = await _committed_image(platform, image)
-        if docker_id:
+        info = await _committed_image(platform, image)
+        if info is not None:
             platform.log.info("Snapshot %s: adopted %s, committed while the service restarted", image_id,
                               image.reference)
-            await _saved(platform, image_id, image.source_host, docker_id)
+            await _saved(platform, image_id, info)
             return
         if utcnow() >= deadline:
             await asyncio.to_thread(
@@ -172,8 +174,8 @@ async def adopt_interrupted(platform, image_id: int, interval: float = 2.0) -> N
         await asyncio.sleep(interval)
 
 
-async def _committed_image(platform, image: UserImage) -> str | None:
-    """The ID of this snapshot's image, if the engine has it."""
+async def _committed_image(platform, image: UserImage) -> dict | None:
+    """This snapshot's image (``inspect_image``), if the engine has it."""
     try:
         info = await platform.docker.call(image.source_host, "inspect_image", image.reference)
     except ImageNotFound:
@@ -181,7 +183,7 @@ async def _committed_image(platform, image: UserImage) -> str | None:
     except (DockerException, OSError) as e:
         platform.log.warning("Snapshot %s: cannot ask the engine for %s yet: %s", image.id, image.reference, e)
         return None
-    return info["Id"] if is_commit_of(info, image) else None
+    return info if is_commit_of(info, image) else None
 
 
 def is_commit_of(info: dict, image: UserImage) -> bool:

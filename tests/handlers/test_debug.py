@@ -54,6 +54,12 @@ def ssh(port, command, password=PASSWORD, user="jovyan"):
     return asyncio.run(go())
 
 
+def wait_snapshot(api, image_id, timeout=180):
+    """The image once its snapshot is no longer being saved (saved or failed)."""
+    return wait_for(lambda: (i := api("GET", f"/images/{image_id}").json())["state"] != "saving" and i,
+                    timeout, f"snapshot {image_id} to finish")
+
+
 def terminate(api, session_id):
     r = api("POST", f"/debug/{session_id}/terminate")
     assert r.status_code == 200, r.text
@@ -215,8 +221,7 @@ def test_snapshot_keeps_files_but_not_mapped_data(hub, make_user, debug_image, d
     assert image["state"] == "saving"
     # the session stays usable while it is saved
     assert ssh(session["ssh_port"], "echo still-here")[1].strip() == "still-here"
-    image = wait_for(lambda: (i := api("GET", f"/images/{image['id']}").json())["state"] != "saving" and i,
-                     120, "the snapshot to be saved")
+    image = wait_snapshot(api, image["id"])
     assert image["state"] == "saved", image
     dup = api("POST", f"/debug/{session['id']}/snapshot", json={"name": "my-env", "tag": "v1"})
     assert dup.status_code == 400 and "already have an image my-env:v1" in dup.json()["message"]
@@ -258,17 +263,13 @@ def test_a_snapshot_is_kept_when_its_commit_outlasts_the_wait_or_the_service(hub
             saved.append(r.json())
             return r.json()
 
-        def when_done(image, timeout=240):
-            return wait_for(lambda: (i := api("GET", f"/images/{image['id']}").json())["state"] != "saving" and i,
-                            timeout, f"snapshot {image['reference']} to finish")
-
         def committed(image):
             try:
                 return docker_client.images.get(image["reference"]) is not None
             except docker.errors.ImageNotFound:
                 return False
 
-        slow = when_done(snapshot("slow"))
+        slow = wait_snapshot(api, snapshot("slow")["id"], 240)
         assert slow["state"] == "saved", slow
 
         crashed = snapshot("crash")
@@ -280,7 +281,7 @@ def test_a_snapshot_is_kept_when_its_commit_outlasts_the_wait_or_the_service(hub
         wait_for(lambda: process_exited(service) or committed(crashed), 60, "the service to exit")
         assert not committed(crashed), "the service waited for the commit before it exited"
         hub.restart()  # with the usual settings again
-        crashed = when_done(crashed)
+        crashed = wait_snapshot(api, crashed["id"], 240)
         assert crashed["state"] == "saved", crashed
         for image in (slow, crashed):
             engine_image = docker_client.images.get(image["reference"])

@@ -9,7 +9,7 @@ import secrets
 import docker
 import pytest
 
-from tests.handlers.test_debug import create, ssh, terminate, wait_running
+from tests.handlers.test_debug import create, ssh, terminate, wait_running, wait_snapshot
 from tests.hubtools import SERVICE, ServiceClient, login_session, page_text, wait_for, xsrf_post
 
 pytestmark = pytest.mark.integration
@@ -33,9 +33,7 @@ def every_picker(hub, user) -> list[set[str]]:
 def save_snapshot(api, session_id, name, kind="debug"):
     r = api("POST", f"/debug/{session_id}/snapshot", json={"name": name, "tag": "v1", "kind": kind})
     assert r.status_code == 202, r.text
-    image_id = r.json()["id"]
-    image = wait_for(lambda: (i := api("GET", f"/images/{image_id}").json())["state"] != "saving" and i,
-                     180, "the snapshot to be saved")
+    image = wait_snapshot(api, r.json()["id"])
     assert image["state"] == "saved", image
     return image
 

@@ -51,7 +51,7 @@ async def until(check, timeout=30, interval=0.05):
 
 
 def test_a_followed_job_reports_its_end_once_with_its_whole_log(docker_client, containers, notebook_image, tmp_path):
-    container = job(containers, notebook_image, "echo one; echo two >&2; sleep 1; echo three")
+    container = job(containers, notebook_image, "echo one; sleep 0.3; echo two >&2; sleep 1; echo three")
     path = tmp_path / "log.txt"
     ended = []
 
