@@ -92,6 +92,11 @@ c.Spawner.default_url = "/lab"
 c.Spawner.cmd = ["jupyterhub-singleuser"]
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 60
+# Servers started before anyone asks, handed out in a fraction of a cold start (c.WarmPool.size
+# per host; needs root and a local engine, else it stays off). See spawner/warm_pool.py.
+from spawner.warm_pool import start_with_hub  # noqa: E402
+
+start_with_hub()
 
 # ---- platform images offered in the pickers ----
 c.ImageCatalog.platform_images = [

@@ -103,8 +103,9 @@ class Ledger:
     # ---- allocate / release ----
 
     def allocate(self, session: Session, workload_id: str, requester: Requester,
-                 request: ResourceRequest) -> Placement:
-        """Hold resources for ``workload_id`` (whose Workload row is in this session)."""
+                 request: ResourceRequest, prefer_host: str | None = None) -> Placement:
+        """Hold resources for ``workload_id`` (whose Workload row is in this session);
+        ``prefer_host`` is tried first where it fits (a warm server waits there)."""
         limits = self.quotas.limits_for(requester)
         cpu, mem, ngpu = request.cpu_milli, request.memory_mb, request.gpu_count
         self._ensure_counter(session, USER, requester.name)
@@ -112,7 +113,9 @@ class Ledger:
                          caps=(limits.cpu_milli, limits.memory_mb, limits.gpus)):
             raise self._quota_error(session, requester.name, limits, request)
 
-        for host in self._candidates(session, request):
+        candidates = self._candidates(session, request)
+        candidates.sort(key=lambda h: h.name != prefer_host)  # stable: the rest keep their order
+        for host in candidates:
             placement = self._try_host(session, host, workload_id, requester, request)
             if placement:
                 return placement

@@ -50,6 +50,9 @@ class Mount:
     container_path: str  # normalized absolute path
     read_only: bool
     root: str  # Root.name it lies in
+    # Docker's bind propagation; "" keeps Docker's default (rprivate). The warm pool's slot is
+    # "rslave": the user's folder is mounted onto it after the container started.
+    propagation: str = ""
 
 
 def _show(text) -> str:

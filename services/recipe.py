@@ -16,6 +16,9 @@ from .resources import GPU_SOURCE_DETECTED, Host
 
 LABEL_PREFIX = "labdeck."
 CAPABILITIES_LABEL = "labdeck.capabilities"
+# On a warm server of the hub's pool (spawner/warm_pool.py): "standby" from its creation on,
+# since labels cannot change; its workload row says whether and by whom it was claimed.
+POOL_LABEL = "labdeck.pool"
 
 
 class RecipeError(ValueError):
@@ -150,7 +153,8 @@ class ContainerRecipe(LoggingConfigurable):
             "init": True,
             "network_mode": self.network,
             "mounts": [
-                DockerMount(target=m.container_path, source=m.host_path, type="bind", read_only=m.read_only)
+                DockerMount(target=m.container_path, source=m.host_path, type="bind", read_only=m.read_only,
+                            propagation=m.propagation or None)
                 for m in mounts
             ],
             "device_requests": device_requests or None,

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from .models import Allocation, Workload, WorkloadState, utcnow
 from .ports import parse_port_label, restore_ports
+from .recipe import POOL_LABEL
 
 
 @dataclass
@@ -101,7 +102,8 @@ async def reconcile(platform, *, kinds: tuple[str, ...] | None = None,
 def _plan(session, platform, observed, unreachable, kinds, start_grace, now):
     """(running containers to restore, workloads to end with reasons, ended workloads still holding)."""
     held = set(session.scalars(select(Allocation.workload_id)))
-    restore = [obs for wid, obs in observed.items() if obs.running and wid not in held]
+    restore = [obs for wid, obs in observed.items()
+               if obs.running and wid not in held and not _unclaimed_warm_server(session, obs)]
     reopen = []
     for obs in observed.values():
         workload = session.get(Workload, obs.workload_id) if obs.running else None
@@ -123,6 +125,12 @@ def _plan(session, platform, observed, unreachable, kinds, start_grace, now):
         select(Allocation.workload_id).join(Workload, Workload.id == Allocation.workload_id)
         .where(Workload.state == WorkloadState.ended.value)))
     return restore, reopen, to_end, stale
+
+
+def _unclaimed_warm_server(session, obs: Observed) -> bool:
+    """A warm server nobody claimed yet holds nothing: the hub's pool owns it. Claimed, it has a
+    workload row (its labels cannot name the user: they were set before the claim)."""
+    return bool(obs.labels.get(POOL_LABEL)) and session.get(Workload, obs.workload_id) is None
 
 
 def repair(platform, observed: dict[str, Observed], unreachable: list[str], kinds=None,

@@ -17,14 +17,16 @@ from .options import WorkloadRequest
 ID_PREFIX = {"notebook": "nb", "debug": "dbg", "job": "job", "cache": "cache"}
 
 
-def open_workload(platform, requester: Requester, request: WorkloadRequest,
-                  name: str = "", hold=None) -> tuple[Workload, Placement]:
+def open_workload(platform, requester: Requester, request: WorkloadRequest, name: str = "", hold=None,
+                  workload_id: str = "", prefer_host: str | None = None) -> tuple[Workload, Placement]:
     """Record a new workload and hold its resources; raises QuotaError/CapacityError.
 
     ``hold(session, workload, placement)``, when given, holds more in the same transaction
-    (a debug session's ports); if it raises, nothing at all is kept.
+    (a debug session's ports); if it raises, nothing at all is kept. A warm server claimed
+    for the workload gives its ``workload_id`` (its container's labels carry it) and its host
+    as ``prefer_host``.
     """
-    workload_id = new_workload_id(ID_PREFIX[request.kind])
+    workload_id = workload_id or new_workload_id(ID_PREFIX[request.kind])
     r = request.resources
     with platform.db.write_transaction() as session:
         workload = Workload(
@@ -35,7 +37,7 @@ def open_workload(platform, requester: Requester, request: WorkloadRequest,
         )
         session.add(workload)
         session.flush()
-        placement = platform.ledger.allocate(session, workload_id, requester, r)
+        placement = platform.ledger.allocate(session, workload_id, requester, r, prefer_host=prefer_host)
         workload.host = placement.host
         if hold is not None:
             hold(session, workload, placement)

@@ -8,7 +8,9 @@ What it adds to DockerSpawner:
 - Docker calls run in the platform's thread pools, on the host the ledger chose;
 - spawn progress events, and readiness noticed within ~0.1 s of the server answering;
 - start slots: about one server starts per core of its host at a time, the rest queue in
-  arrival order and see their place in line (services/start_slots.py says why).
+  arrival order and see their place in line (services/start_slots.py says why);
+- a warm server pool: a start with the pool's options gets a server that is already running
+  (spawner/warm_pool.py says how).
 """
 
 import asyncio
@@ -27,7 +29,7 @@ from traitlets import Dict, Float, Integer, Unicode, default
 from services.errors import OptionError
 from services.identity import Requester
 from services.naming import escape_name
-from services.options import validate_request
+from services.options import WorkloadRequest, validate_request
 from services.platform import get_platform
 from services.progress import ProgressLog
 from services.reconcile import reconcile
@@ -37,8 +39,10 @@ from services.start_slots import Slot, StartSlots
 from services.workloads import end_workload, mark_running, open_workload
 
 from .form import options_from_form, render_options_form
+from .warm_pool import WarmPool, WarmPoolError, WarmServer, release
 
 KIND = "notebook"
+SERVER_PORT = 8888  # the single-user server's port inside every container (DockerSpawner's default)
 
 
 class LabdeckSpawner(DockerSpawner):
@@ -70,9 +74,19 @@ class LabdeckSpawner(DockerSpawner):
 
     workload_id = Unicode("", help="Platform task ID of the running server (persisted in state).")
     host_name = Unicode("", help="Host the server runs on (persisted in state).")
+    warm_slot = Unicode("", help="Warm pool slot the server's folder is mounted on, if it came "
+                                 "from the pool (persisted in state; unmounted after it stops).")
 
     _reconciled = None  # one reconciliation per hub process, shared by all spawners
     _start_slots: dict[str, StartSlots] = {}  # host name -> its slots, shared likewise
+    _warm_pool: WarmPool | None = None  # one per hub process, started with the hub
+
+    @classmethod
+    def start_warm_pool(cls, config, log) -> None:
+        """Fill the warm server pool (called once the hub's event loop runs)."""
+        if cls._warm_pool is None:
+            cls._warm_pool = WarmPool(get_platform(config, log), SERVER_PORT)
+            cls._warm_pool.platform.spawn_background(cls._warm_pool.start())
 
     # ---- platform wiring ----
 
@@ -83,6 +97,10 @@ class LabdeckSpawner(DockerSpawner):
     @property
     def requester(self) -> Requester:
         return Requester.from_hub_user(self.user)
+
+    @default("port")
+    def _default_port(self):
+        return SERVER_PORT
 
     @default("remove")
     def _default_remove(self):
@@ -131,12 +149,15 @@ class LabdeckSpawner(DockerSpawner):
         super().load_state(state)
         self.workload_id = state.get("workload_id", "")
         self.host_name = state.get("host_name", "")
+        self.warm_slot = state.get("warm_slot", "")
 
     def get_state(self):
         state = super().get_state()
         if self.workload_id:
             state["workload_id"] = self.workload_id
             state["host_name"] = self.host_name
+        if self.warm_slot:
+            state["warm_slot"] = self.warm_slot
         return state
 
     # clear_state() is left alone on purpose: DockerSpawner.stop() calls it before the
@@ -153,17 +174,25 @@ class LabdeckSpawner(DockerSpawner):
         progress.reset()
         await self.ensure_reconciled()
         platform, requester = self.platform, self.requester
+        warm = None
         try:
             # path checks touch the file system and the ledger may wait for a database lock:
             # neither may block the hub's event loop
-            request, workload, placement = await asyncio.to_thread(
-                self._open, platform, requester, user_options, self.workload_id
+            request = await asyncio.to_thread(validate_request, platform, requester, KIND, user_options)
+            warm = self._take_warm_server(request)
+            workload, placement = await asyncio.to_thread(
+                self._open, platform, requester, request, self.workload_id, warm
             )
         except OptionError as e:
+            if warm is not None:
+                self._warm_pool.give_back(warm)  # never claimed: nobody used it
             self.log.info("Refused options for %s: %s", self._log_name, e)
             raise web.HTTPError(400, str(e)) from None
+        if warm is not None and placement.host != warm.host:
+            await self._warm_pool.discard(warm)  # its host was full; its ID is this workload's now
+            warm = None
         self.workload_id, self.host_name = workload.id, placement.host
-        self._request, self._placement = request, placement
+        self._request, self._placement, self._warm = request, placement, warm
         self.image = request.image.name
         gpus = f", GPUs {placement.gpu_model} #{','.join(map(str, placement.gpu_indices))}" if placement.gpus else ""
         cores = placement.cpu_milli / 1000
@@ -171,13 +200,20 @@ class LabdeckSpawner(DockerSpawner):
                          f"{placement.memory_mb / 1024:g} GB{gpus} on host {placement.host} "
                          f"(region {placement.region})")
 
-    def _open(self, platform, requester, user_options, previous_workload):
-        request = validate_request(platform, requester, KIND, user_options)
+    def _open(self, platform, requester, request: WorkloadRequest, previous_workload, warm: WarmServer | None):
         if previous_workload:
             # an allocation left by an earlier failed start of this server goes back first
             end_workload(platform, previous_workload, "replaced by a new start")
-        workload, placement = open_workload(platform, requester, request, name=self.name)
-        return request, workload, placement
+        if warm is None:
+            return open_workload(platform, requester, request, name=self.name)
+        return open_workload(platform, requester, request, name=self.name,
+                             workload_id=warm.workload_id, prefer_host=warm.host)
+
+    def _take_warm_server(self, request: WorkloadRequest) -> WarmServer | None:
+        pool = self._warm_pool
+        if pool is None or self.port != pool.port or not pool.serves(request):
+            return None
+        return pool.take(request.resources.region)
 
     async def check_allowed(self, image):
         try:
@@ -236,6 +272,17 @@ class LabdeckSpawner(DockerSpawner):
     async def start(self):
         if not getattr(self, "_placement", None):
             raise web.HTTPError(400, "options: the server was started without validated options")
+        if getattr(self, "_warm", None) is not None:
+            try:
+                return await self._start_warm(self._warm)
+            except WarmPoolError as e:
+                self.log.warning("Warm server %s refused %s: %s; starting cold", self._warm.workload_id,
+                                 self._log_name, e)
+                self.progress_log.add(20, "The warm server could not be used; starting a new one")
+                await self._warm_pool.discard(self._warm)
+                self.warm_slot = ""
+            finally:
+                self._warm = None
         self._slot = None
         try:
             ip, port = await super().start()
@@ -248,6 +295,33 @@ class LabdeckSpawner(DockerSpawner):
         self.progress_log.add(95, "JupyterLab is answering")
         self.progress_log.finish()
         return ip, port
+
+    async def _start_warm(self, warm: WarmServer):
+        """Claim the warm server: give it this server's name, the user's folder and environment."""
+        self.progress_log.add(50, f"Handing you a running server on host {warm.host}")
+        self.warm_slot = warm.workload_id
+        await self._rename(warm.container_id)
+        self.object_id = warm.container_id
+        home = self._request.mounts[0].host_path if self._request.mounts else None
+        await self._warm_pool.activate(warm, home, self.get_env(), await self.get_command())
+        await asyncio.to_thread(mark_running, self.platform, self.workload_id, self.object_name, self.object_id)
+        self.progress_log.add(70, "Server claimed; waiting for JupyterLab to answer")
+        await self._wait_until_answering(warm.ip, warm.port)
+        self.progress_log.add(95, "JupyterLab is answering")
+        self.progress_log.finish()
+        return warm.ip, warm.port
+
+    async def _rename(self, container_id: str) -> None:
+        """Give the container this server's name (poll and stop find it by name)."""
+        try:
+            await self.docker("rename", container_id, self.object_name)
+        except APIError as e:
+            if e.status_code != 409:
+                raise WarmPoolError(f"rename: {e}") from e
+            # a container an earlier start left under this name, as DockerSpawner.start removes it
+            self.log.warning("Removing %s that should have been cleaned up", self.object_name)
+            await self.docker("remove_container", self.object_name, force=True)
+            await self.docker("rename", container_id, self.object_name)
 
     async def _take_start_slot(self) -> Slot:
         slots = await self._host_start_slots()
@@ -343,10 +417,13 @@ class LabdeckSpawner(DockerSpawner):
             await self._remove_leftover_container()
             reason = getattr(self, "_end_reason", None) or "stopped"
             await asyncio.to_thread(end_workload, self.platform, self.workload_id, reason)
-        self.workload_id = self.host_name = ""
+        if self.warm_slot:
+            await asyncio.to_thread(release, self.platform, self.warm_slot)
+        self.workload_id = self.host_name = self.warm_slot = ""
         self._end_reason = None
         self._placement = None
         self.progress_log.finish()
         result = super().run_post_stop_hook()
         if inspect.isawaitable(result):
             await result
+

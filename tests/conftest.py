@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import docker
 import pytest
 
+from spawner.bind_mounts import unmount_all_under
 from tests.hubtools import INSTANCE, REPO, HubProcess, free_port, remove_test_containers, remove_test_images
 
 NOTEBOOK_IMAGE = "labdeck/notebook:latest"
@@ -141,6 +142,7 @@ def hub(tmp_path_factory, docker_client, shared_root, data_server, smtp_server):
     proc.stop()
     remove_test_containers()
     remove_test_images()  # snapshots the tests saved: the engine keeps them otherwise
+    unmount_all_under(str(workdir))  # the warm pool's shared folder and any slot left mounted
 
 
 @pytest.fixture(autouse=True)

@@ -269,9 +269,16 @@ def xsrf_post(session: requests.Session, hub: HubProcess, path: str, data=None, 
 
 
 def containers_of(user: str, instance: str = INSTANCE) -> list:
-    """Containers of a user in the test instance, as docker-py objects (with attrs)."""
+    """Containers of a user in the test instance, as docker-py objects (with attrs). A server
+    from the warm pool has no user label (its labels were set before its claim): its name says."""
+    from services.naming import escape_name
+
     client = docker.from_env()
     found = client.containers.list(all=True, filters={"label": [f"labdeck.instance={instance}", f"labdeck.user={user}"]})
+    server = f"{instance}-nb-{escape_name(user)}"
+    found += [c for c in client.containers.list(all=True, filters={"label": [
+        f"labdeck.instance={instance}", "labdeck.pool=standby"]})
+        if c.name == server or c.name.startswith(server + "--")]
     return found
 
 
