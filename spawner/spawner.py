@@ -303,9 +303,10 @@ class LabdeckSpawner(DockerSpawner):
         await self._rename(warm.container_id)
         self.object_id = warm.container_id
         home = self._request.mounts[0].host_path if self._request.mounts else None
-        await self._warm_pool.activate(warm, home, self.get_env(), await self.get_command())
+        claim = await self._warm_pool.activate(warm, home, self.get_env(), await self.get_command())
         await asyncio.to_thread(mark_running, self.platform, self.workload_id, self.object_name, self.object_id)
         self.progress_log.add(70, "Server claimed; waiting for JupyterLab to answer")
+        await claim.listening(timeout=self.http_timeout)  # then one request, not a poll every 0.1 s
         await self._wait_until_answering(warm.ip, warm.port)
         self.progress_log.add(95, "JupyterLab is answering")
         self.progress_log.finish()

@@ -23,10 +23,12 @@ How it stays safe:
   unclaimed warm server for what it is (it holds no resources);
 - a container whose user folder did not arrive refuses the claim, and the start goes cold;
 - at the hub's start, unclaimed warm servers are replaced (the image may have been rebuilt)
-  and slots whose container is gone are unmounted and removed.
+  and slots whose container is gone are unmounted and removed; at its exit, the waiting ones
+  are removed.
 """
 
 import asyncio
+import atexit
 import json
 import os
 import secrets
@@ -71,6 +73,23 @@ class WarmServer:
     secret: str
     slot: str  # host folder at /home/jovyan/work until the user's folder is mounted onto it
     control: str  # host folder at /run/labdeck-standby, holding the activation socket
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The connection to a claimed server, which says when the server accepts connections."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    async def listening(self, timeout: float) -> bool:
+        """Whether the server said it listens within ``timeout`` (False: poll it instead)."""
+        try:
+            return await asyncio.wait_for(self.reader.readline(), timeout) == b"listening\n"
+        except (OSError, asyncio.TimeoutError):
+            return False
+        finally:
+            self.writer.close()
 
 
 def usable_mounts(mounts) -> bool:
@@ -176,6 +195,7 @@ class WarmPool(LoggingConfigurable):
         self.ready = {h.name: [] for h in hosts}
         self._wake.set()
         self._refill = self.platform.spawn_background(self._refill_forever())
+        atexit.register(self._remove_waiting)
         self.log.info("Warm server pool: %d per host on %s, image %s", self.size,
                       ", ".join(h.name for h in hosts), self.image)
 
@@ -211,6 +231,18 @@ class WarmPool(LoggingConfigurable):
             except NotFound:
                 pass
         return kept
+
+    def _remove_waiting(self) -> None:
+        """At the hub's exit: remove the warm servers still waiting, so that a stopped platform
+        leaves nothing running (the next hub starts new ones; a killed hub's are swept then)."""
+        for host_name, waiting in self.ready.items():
+            for warm in waiting:
+                try:
+                    self.platform.docker.client(host_name).remove_container(warm.container_id, force=True)
+                    release(self.platform, warm.workload_id)
+                except (DockerException, OSError) as e:
+                    self.log.warning("Warm server pool: could not remove %s at exit: %s", warm.workload_id, e)
+            waiting.clear()
 
     def _claimed(self, ids: list[str]) -> set[str]:
         """Those of ``ids`` whose workload is open (a workload that ended keeps nothing running)."""
@@ -308,23 +340,28 @@ class WarmPool(LoggingConfigurable):
 
     # ---- claiming ----
 
-    async def activate(self, warm: WarmServer, home: str | None, env: dict, argv: list[str]) -> None:
+    async def activate(self, warm: WarmServer, home: str | None, env: dict, argv: list[str]) -> "Claim":
         """Mount ``home`` (a host folder, or None) and hand the server its user's environment."""
         if home:
             await asyncio.to_thread(bind_mounts.bind, home, warm.slot)
         try:
             reader, writer = await asyncio.open_unix_connection(os.path.join(warm.control, SOCKET))
-            try:
-                message = {"secret": warm.secret, "env": env, "argv": argv, "home_mounted": bool(home)}
-                writer.write(json.dumps(message).encode() + b"\n")
-                await writer.drain()
-                answer = json.loads(await asyncio.wait_for(reader.readline(), timeout=10))
-            finally:
-                writer.close()
+        except OSError as e:
+            raise WarmPoolError(f"no answer from the warm server: {e}") from e
+        try:
+            message = {"secret": warm.secret, "env": env, "argv": argv, "home_mounted": bool(home)}
+            writer.write(json.dumps(message).encode() + b"\n")
+            await writer.drain()
+            answer = json.loads(await asyncio.wait_for(reader.readline(), timeout=10))
             if not answer.get("ok"):
                 raise WarmPoolError(answer.get("error") or "refused")
         except (OSError, ValueError, asyncio.TimeoutError) as e:
+            writer.close()
             raise WarmPoolError(f"no answer from the warm server: {e}") from e
+        except WarmPoolError:
+            writer.close()
+            raise
+        return Claim(reader, writer)
 
     async def discard(self, warm: WarmServer) -> None:
         """Remove a warm server that will not be used (claimed for nothing, or refused)."""

@@ -282,6 +282,33 @@ def containers_of(user: str, instance: str = INSTANCE) -> list:
     return found
 
 
+def warm_servers(hub: "HubProcess", instance: str = INSTANCE, host: str | None = None) -> list:
+    """The hub's warm servers that wait for a claim (running, their activation socket open).
+    Claimed ones carry their user's server name instead of ``<instance>-warm-``."""
+    client = docker.from_env()
+    try:
+        labels = [f"labdeck.instance={instance}", "labdeck.pool=standby"] + ([f"labdeck.host={host}"] if host else [])
+        found = client.containers.list(filters={"label": labels})
+    finally:
+        client.close()
+    control = hub.data_dir / "warm-pool" / "control"
+    return [c for c in found if c.name.startswith(f"{instance}-warm-")
+            and (control / c.labels["labdeck.id"] / "activate.sock").exists()]
+
+
+def wait_for_warm_servers(hub: "HubProcess", count: int, instance: str = INSTANCE, host: str | None = None,
+                          timeout: float = 120) -> list:
+    """Wait until ``count`` warm servers wait for a claim (on ``host``, or on all hosts together)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = warm_servers(hub, instance, host)
+        if len(ready) >= count:
+            return ready
+        time.sleep(0.2)
+    raise AssertionError(f"the warm pool never had {count} servers waiting on {host or 'all hosts'}:\n"
+                         f"{hub.log_tail()}")
+
+
 def dumps(obj) -> str:
     return json.dumps(obj, indent=1, default=str)
 

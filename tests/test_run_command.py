@@ -7,9 +7,11 @@ import signal
 import subprocess
 import time
 
+import docker
 import pytest
 import requests
 
+from spawner.bind_mounts import unmount_all_under
 from tests.hubtools import REPO, free_port, login_session
 
 pytestmark = pytest.mark.integration
@@ -84,3 +86,17 @@ def test_start_prints_how_the_first_admin_signs_in_and_is_idempotent(tmp_path):
         assert not any("installing" in line or "built in" in line for line in lines)
     finally:
         stop(proc)
+        left = warm_servers_of(tmp_path)
+        unmount_all_under(str(tmp_path))  # the warm pool's shared folder
+    assert not left, f"warm servers still running after the platform stopped: {left}"
+
+
+def warm_servers_of(tmp_path) -> list[str]:
+    """Warm servers of the platform whose data folder is ``tmp_path`` (removed after the check,
+    whatever it says: their instance label, "labdeck", is the real platform's too)."""
+    client = docker.from_env()
+    found = [c for c in client.containers.list(all=True, filters={"label": "labdeck.pool=standby"})
+             if any(m["Source"].startswith(str(tmp_path)) for m in c.attrs["Mounts"])]
+    for c in found:
+        c.remove(force=True)
+    return [c.name for c in found]

@@ -4,15 +4,14 @@ server that was already running, with the user's own folder mounted into it."""
 import json
 import os
 import socket
-import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import docker
 import pytest
 
 from services.models import Allocation, Workload
 from spawner.bind_mounts import current_mounts
-from tests.hubtools import INSTANCE, login_session, page_text
+from tests.hubtools import INSTANCE, login_session, page_text, wait_for_warm_servers, warm_servers
 from tests.spawner.test_spawn import follow_progress, run_in, the_container
 
 pytestmark = pytest.mark.integration
@@ -21,23 +20,8 @@ HOME = {"host_path": "~", "container_path": "/home/jovyan/work", "read_only": Fa
 DEFAULTS = {"image": "labdeck/notebook:latest", "region": "default", "mounts": [HOME]}  # 1 core, 2 GB
 
 
-def warm_servers(host="local", running=True):
-    """The unclaimed warm servers of a host: claimed ones carry their user's server name."""
-    client = docker.from_env()
-    found = client.containers.list(all=True, filters={"label": [
-        f"labdeck.instance={INSTANCE}", "labdeck.pool=standby", f"labdeck.host={host}"]})
-    return [c for c in found if c.name.startswith(f"{INSTANCE}-warm-") and (c.status == "running") == running]
-
-
-def wait_for_warm_servers(hub, count=1, host="local", timeout=120):
-    """Wait until the pool has ``count`` warm servers ready for a claim on ``host``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready = [c for c in warm_servers(host) if os.path.exists(control_socket(hub, c))]
-        if len(ready) >= count:
-            return ready
-        time.sleep(0.3)
-    raise AssertionError(f"the pool never had {count} warm servers on {host}:\n{hub.log_tail()}")
+def waiting(hub, count=1, host="local"):
+    return wait_for_warm_servers(hub, count, host=host)
 
 
 def control_socket(hub, container) -> str:
@@ -68,13 +52,11 @@ def ask(hub, container, message: dict) -> dict:
 
 
 def test_a_default_start_gets_a_warm_server_with_the_users_folder(hub, make_user):
-    wait_for_warm_servers(hub)
+    waiting(hub)
     alice = make_user()
     storage = Path(hub.platform.paths.user_storage(alice.name))
     storage.mkdir(parents=True, exist_ok=True)
     (storage / "notes.txt").write_text("kept between servers\n")
-
-    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1) as pool:
         started = pool.submit(start, hub, alice)
@@ -100,7 +82,7 @@ def test_a_default_start_gets_a_warm_server_with_the_users_folder(hub, make_user
     assert lab.status_code == 200 and "JupyterLab" in page_text(lab)
     assert s.get(f"{hub.url}/user/{alice.name}/api/contents/notes.txt", timeout=30).json()["name"] == "notes.txt"
     # the pool replaces what was claimed
-    replaced = wait_for_warm_servers(hub, count=2)
+    replaced = waiting(hub, 2)
     assert workload_id not in {w.labels["labdeck.id"] for w in replaced}
 
     # stopping it unmounts the user's folder from the slot and removes the slot, files intact
@@ -115,7 +97,7 @@ def test_a_default_start_gets_a_warm_server_with_the_users_folder(hub, make_user
 
 
 def test_only_the_pools_options_are_served_warm(hub, make_user):
-    wait_for_warm_servers(hub)
+    waiting(hub)
     bob = make_user()
     c = start(hub, bob, {**DEFAULTS, "memory_gb": 1})
     assert "labdeck.pool" not in c.labels and c.labels["labdeck.user"] == bob.name
@@ -123,21 +105,21 @@ def test_only_the_pools_options_are_served_warm(hub, make_user):
 
 
 def test_a_waiting_server_refuses_wrong_secrets_and_missing_folders(hub):
-    waiting = wait_for_warm_servers(hub)[0]
-    secret = dict(e.split("=", 1) for e in waiting.attrs["Config"]["Env"])["LABDECK_STANDBY_SECRET"]
+    server = waiting(hub)[0]
+    secret = dict(e.split("=", 1) for e in server.attrs["Config"]["Env"])["LABDECK_STANDBY_SECRET"]
     claim = {"env": {"JUPYTERHUB_USER": "mallory"}, "argv": ["jupyterhub-singleuser"]}
-    assert ask(hub, waiting, {**claim, "secret": "guessed"}) == {"ok": False, "error": "wrong secret"}
+    assert ask(hub, server, {**claim, "secret": "guessed"}) == {"ok": False, "error": "wrong secret"}
     # the hub says it mounted a folder, but nothing arrived: no server without the user's files
-    assert ask(hub, waiting, {**claim, "secret": secret, "home_mounted": True}) == {
+    assert ask(hub, server, {**claim, "secret": secret, "home_mounted": True}) == {
         "ok": False, "error": "the user's folder did not arrive at /home/jovyan/work"}
     # still waiting, unchanged, for a real claim
-    waiting.reload()
-    assert waiting.status == "running" and os.path.exists(control_socket(hub, waiting))
+    server.reload()
+    assert server.status == "running" and os.path.exists(control_socket(hub, server))
 
 
 def test_a_broken_warm_server_gives_way_to_a_cold_start(hub, make_user):
     """Warm servers that died while waiting are noticed at the claim: the start goes cold."""
-    for c in wait_for_warm_servers(hub, count=2):
+    for c in waiting(hub, 2):
         c.kill()
     users = [make_user(), make_user()]
     for user in users:
@@ -150,18 +132,18 @@ def test_a_broken_warm_server_gives_way_to_a_cold_start(hub, make_user):
 
 
 def test_a_hub_restart_keeps_claimed_servers_and_replaces_waiting_ones(hub, make_user):
-    wait_for_warm_servers(hub, count=2)
+    waiting(hub, 2)
     carol = make_user()
     claimed = start(hub, carol)
     workload_id = claimed.labels["labdeck.id"]
     assert claimed.labels.get("labdeck.pool") == "standby"
-    waiting = {c.id for c in warm_servers()}
+    before = {c.id for c in warm_servers(hub, host="local")}
 
     hub.stop()
     hub.start()
     hub.wait_for_server(carol.name)
-    replaced = wait_for_warm_servers(hub, count=2)
-    assert not waiting & {c.id for c in replaced}, "warm servers of the old hub were kept"
+    replaced = waiting(hub, 2)
+    assert not before & {c.id for c in replaced}, "warm servers of the old hub were kept"
     claimed.reload()
     assert claimed.status == "running" and mounted_at(slot_of(hub, workload_id))
     with hub.platform.db.session() as s:
