@@ -21,7 +21,8 @@ import docker
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-from tests.hubtools import HubProcess, remove_test_containers  # noqa: E402
+from spawner.bind_mounts import unmount_all_under  # noqa: E402
+from tests.hubtools import HubProcess, remove_test_containers, wait_for_warm_servers  # noqa: E402
 
 STOCK_CONFIG = REPO / "benchmarks" / "stock_dockerspawner_config.py"
 PASSWORD = "bench-password-1"
@@ -63,10 +64,12 @@ def container_name(label: str, instance: str, user: str) -> str:
 class HubPair:
     """Our hub and the stock hub, started side by side, with the same users on both."""
 
-    def __init__(self, instance: str, ours_extra: str = "", **capacity):
+    def __init__(self, instance: str, ours_extra: str = "", pool_size: int = 0, **capacity):
         self.instance = instance
+        self.pool_size = pool_size  # our warm pool's size (ours_extra sets it); 0: off
         self.work = Path(tempfile.mkdtemp(prefix=f"{instance}-"))
-        self.ours = HubProcess(self.work / "ours", ours_config(instance, extra=ours_extra, **capacity))
+        extra = f"c.WarmPool.size = {pool_size}\n{ours_extra}"
+        self.ours = HubProcess(self.work / "ours", ours_config(instance, extra=extra, **capacity))
         self.stock = HubProcess(self.work / "stock", stock_config(instance), config_file=STOCK_CONFIG)
         self.hubs = {STOCK: self.stock, OURS: self.ours}
 
@@ -93,6 +96,12 @@ class HubPair:
             except Exception as e:  # the other hub must still stop
                 print(f"stopping {hub.workdir.name} hub: {e}", file=sys.stderr)
         self.cleanup()
+        unmount_all_under(str(self.work))  # our warm pool's shared folder
+
+    def wait_for_warm_pool(self) -> None:
+        """Wait until our warm pool is full, so that no refill runs during a measured start."""
+        if self.pool_size:
+            wait_for_warm_servers(self.ours, self.pool_size, self.instance)
 
     def finish(self, failed: bool) -> None:
         """Keep the hubs' logs when something failed (and say where), else remove the work folder."""
@@ -221,13 +230,15 @@ def timeline(client, name: str, t0: float) -> dict:
     try:
         c = client.containers.get(name)
     except docker.errors.NotFound:
-        return {"created": nan, "started": nan, "listening": nan, "cpu": nan}
+        return {"created": nan, "started": nan, "listening": nan, "cpu": nan, "warm": False}
     listening = listening_time(c)
+    warm = bool(c.labels.get("labdeck.pool"))  # created and started before the POST: not this start's time
     return {
         "cpu": container_cpu(c.id),
-        "created": parse_docker_time(c.attrs["Created"]) - t0,
-        "started": parse_docker_time(c.attrs["State"]["StartedAt"]) - t0,
+        "created": nan if warm else parse_docker_time(c.attrs["Created"]) - t0,
+        "started": nan if warm else parse_docker_time(c.attrs["State"]["StartedAt"]) - t0,
         "listening": (listening - t0) if listening else nan,
+        "warm": warm,
     }
 
 

