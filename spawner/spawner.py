@@ -300,13 +300,24 @@ class LabdeckSpawner(DockerSpawner):
         """Claim the warm server: give it this server's name, the user's folder and environment."""
         self.progress_log.add(50, f"Handing you a running server on host {warm.host}")
         self.warm_slot = warm.workload_id
-        await self._rename(warm.container_id)
         self.object_id = warm.container_id
         home = self._request.mounts[0].host_path if self._request.mounts else None
-        claim = await self._warm_pool.activate(warm, home, self.get_env(), await self.get_command())
-        await asyncio.to_thread(mark_running, self.platform, self.workload_id, self.object_name, self.object_id)
+        # a busy engine (someone's snapshot) is slow to rename: that runs while the server starts
+        renamed, claim = await asyncio.gather(
+            self._rename(warm.container_id),
+            self._warm_pool.activate(warm, home, self.get_env(), await self.get_command()),
+            return_exceptions=True)
+        failure = next((r for r in (renamed, claim) if isinstance(r, BaseException)), None)
+        if failure is not None:
+            if not isinstance(claim, BaseException):
+                claim.close()
+            if isinstance(failure, WarmPoolError):
+                raise failure
+            raise WarmPoolError(f"{type(failure).__name__}: {failure}") from failure
         self.progress_log.add(70, "Server claimed; waiting for JupyterLab to answer")
-        await claim.listening(timeout=self.http_timeout)  # then one request, not a poll every 0.1 s
+        await asyncio.gather(
+            asyncio.to_thread(mark_running, self.platform, self.workload_id, self.object_name, self.object_id),
+            claim.listening(timeout=self.http_timeout))  # then one request, not a poll every 0.1 s
         await self._wait_until_answering(warm.ip, warm.port)
         self.progress_log.add(95, "JupyterLab is answering")
         self.progress_log.finish()

@@ -82,6 +82,9 @@ class Claim:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
 
+    def close(self) -> None:
+        self.writer.close()
+
     async def listening(self, timeout: float) -> bool:
         """Whether the server said it listens within ``timeout`` (False: poll it instead)."""
         try:
