@@ -105,7 +105,7 @@ class WarmPool(LoggingConfigurable):
     size = Integer(
         2,
         help="Warm servers kept waiting per local host (0: no pool). Each is an idle JupyterLab "
-             "process, about 100 MB of memory and no CPU, and holds no resources of the ledger.",
+             "process, about 60 MB of memory and no CPU, and holds no resources of the ledger.",
     ).tag(config=True)
 
     image = Unicode(
