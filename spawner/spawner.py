@@ -180,12 +180,19 @@ class LabdeckSpawner(DockerSpawner):
             # neither may block the hub's event loop
             request = await asyncio.to_thread(validate_request, platform, requester, KIND, user_options)
             warm = self._take_warm_server(request)
-            workload, placement = await asyncio.to_thread(
-                self._open, platform, requester, request, self.workload_id, warm
-            )
+            try:
+                workload, placement = await asyncio.to_thread(
+                    self._open, platform, requester, request, self.workload_id, warm
+                )
+            except OptionError:
+                if warm is not None:
+                    self._warm_pool.give_back(warm)  # refused and rolled back: nobody holds its ID
+                raise
+            except BaseException:
+                if warm is not None:  # unknown whether a workload now holds its ID: never hand it out
+                    platform.spawn_background(self._warm_pool.discard(warm))
+                raise
         except OptionError as e:
-            if warm is not None:
-                self._warm_pool.give_back(warm)  # never claimed: nobody used it
             self.log.info("Refused options for %s: %s", self._log_name, e)
             raise web.HTTPError(400, str(e)) from None
         if warm is not None and placement.host != warm.host:
@@ -315,10 +322,11 @@ class LabdeckSpawner(DockerSpawner):
                 raise failure
             raise WarmPoolError(f"{type(failure).__name__}: {failure}") from failure
         self.progress_log.add(70, "Server claimed; waiting for JupyterLab to answer")
-        await asyncio.gather(
+        _, listening = await asyncio.gather(
             asyncio.to_thread(mark_running, self.platform, self.workload_id, self.object_name, self.object_id),
-            claim.listening(timeout=self.http_timeout))  # then one request, not a poll every 0.1 s
-        await self._wait_until_answering(warm.ip, warm.port)
+            claim.listening(timeout=self.http_timeout))
+        if not listening:  # else it is initialized and accepts connections: the hub's first check succeeds
+            await self._wait_until_answering(warm.ip, warm.port)
         self.progress_log.add(95, "JupyterLab is answering")
         self.progress_log.finish()
         return warm.ip, warm.port
