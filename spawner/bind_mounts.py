@@ -17,6 +17,7 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_SHARED = 1 << 20
 MNT_DETACH = 2
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -37,8 +38,32 @@ def _mount(source: str | None, target: str, flags: int) -> None:
 
 
 def bind(source: str, target: str) -> None:
-    """Mount the folder ``source`` onto the folder ``target``."""
-    _mount(source, target, MS_BIND)
+    """Mount the folder ``source`` onto the folder ``target``.
+
+    ``source`` is opened one component at a time without following links and mounted through
+    its descriptor: a folder swapped for a link after the path policy checked it (by someone
+    writing to their storage from a running container) cannot redirect the mount.
+    """
+    fd = open_without_links(source)
+    try:
+        _mount(f"/proc/self/fd/{fd}", target, MS_BIND)
+    finally:
+        os.close(fd)
+
+
+def open_without_links(path: str) -> int:
+    """A descriptor of the folder at the absolute ``path``; OSError if any component is a link
+    or not a folder."""
+    fd = os.open("/", _DIR_FLAGS)
+    try:
+        for name in [part for part in path.split("/") if part]:
+            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def unbind(target: str) -> None:

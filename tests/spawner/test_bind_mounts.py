@@ -1,8 +1,12 @@
-"""The mount table as the warm pool reads it (pure parsing; no mounting here)."""
+"""The warm pool's mounts: the mount table as it reads it, and binding a folder without links."""
+
+import os
 
 import pytest
 
-from spawner.bind_mounts import MountInfo, mount_holding, parse_mountinfo
+from spawner.bind_mounts import (
+    MountInfo, bind, is_mount_point, mount_holding, open_without_links, parse_mountinfo, unbind,
+)
 
 MOUNTINFO = """\
 22 27 0:21 / /proc rw,relatime - proc proc rw
@@ -38,3 +42,34 @@ def test_parse_mountinfo_reads_mount_points_and_sharing():
 ])
 def test_mount_holding_is_the_innermost_latest_mount(path, mount_point, shared):
     assert mount_holding(path, parse_mountinfo(MOUNTINFO)) == MountInfo(mount_point, shared)
+
+
+def test_open_without_links_refuses_a_link_anywhere_in_the_path(tmp_path):
+    (tmp_path / "storage" / "al" / "project").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "storage" / "al" / "swapped").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "storage" / "linked-user").symlink_to(tmp_path / "storage" / "al")
+    fd = open_without_links(str(tmp_path / "storage" / "al" / "project"))
+    try:
+        assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / "storage" / "al" / "project"))
+    finally:
+        os.close(fd)
+    for path in ("storage/al/swapped", "storage/linked-user/project", "storage/al/missing"):
+        with pytest.raises(OSError):
+            open_without_links(str(tmp_path / path))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+def test_bind_shows_the_folder_and_unbind_takes_it_away(tmp_path):
+    source, target = tmp_path / "home", tmp_path / "slot"
+    source.mkdir()
+    target.mkdir()
+    (source / "notes.txt").write_text("mine")
+    bind(str(source), str(target))
+    try:
+        assert (target / "notes.txt").read_text() == "mine"
+        assert is_mount_point(str(target))
+    finally:
+        unbind(str(target))
+    assert not (target / "notes.txt").exists() and not is_mount_point(str(target))
+    assert (source / "notes.txt").read_text() == "mine"
