@@ -403,7 +403,9 @@ def start_with_hub() -> None:
 
 
 def pool_dir(platform) -> Path:
-    return Path(platform.data_dir) / "warm-pool"
+    # without links: the mount table names mount points by their real paths, and a slot must be
+    # recognised there before its folder is removed
+    return Path(os.path.realpath(platform.data_dir)) / "warm-pool"
 
 
 def _list_pool_containers(client, instance: str) -> list[dict]:
@@ -415,6 +417,7 @@ def remove_folder(folder: str) -> None:
     a mount: if anything is still mounted there, it stays."""
     if not os.path.lexists(folder):
         return
+    folder = os.path.join(os.path.realpath(os.path.dirname(folder)), os.path.basename(folder))
     if bind_mounts.is_mount_point(folder):
         bind_mounts.unbind(folder)
     mounts = bind_mounts.current_mounts()

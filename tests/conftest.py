@@ -139,10 +139,12 @@ def hub(tmp_path_factory, docker_client, shared_root, data_server, smtp_server):
     proc = HubProcess(workdir, config)
     proc.start()
     yield proc
-    proc.stop()
-    remove_test_containers()
-    remove_test_images()  # snapshots the tests saved: the engine keeps them otherwise
-    unmount_all_under(str(workdir))  # the warm pool's shared folder and any slot left mounted
+    try:
+        proc.stop()
+        remove_test_containers()
+        remove_test_images()  # snapshots the tests saved: the engine keeps them otherwise
+    finally:
+        unmount_all_under(str(workdir))  # the warm pool's shared folder and any slot left mounted
 
 
 @pytest.fixture(autouse=True)

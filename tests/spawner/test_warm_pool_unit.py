@@ -1,10 +1,13 @@
 """Which starts the warm pool serves: only those a running container can become (pure logic)."""
 
+import os
+
 import pytest
 
 from services.identity import Requester
 from services.options import validate_request
-from spawner.warm_pool import WarmPool, WarmServer
+from spawner.bind_mounts import bind, is_mount_point
+from spawner.warm_pool import WarmPool, WarmServer, remove_folder
 from tests.services.platform_fixtures import make_platform
 
 ALICE = Requester("alice")
@@ -68,3 +71,18 @@ def test_default_image_is_the_first_offered_to_everyone(tmp_path):
         {"name": "lab/everyone:2", "title": "Everyone", "kinds": ["notebook"]},
     ])
     assert WarmPool(platform, 8888).image == "lab/everyone:2"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+def test_removing_a_slot_unmounts_the_users_folder_and_keeps_its_files(tmp_path):
+    """Also when the data folder is reached through a link: the mount table names real paths."""
+    (tmp_path / "real" / "slots" / "nb-1").mkdir(parents=True)
+    (tmp_path / "data").symlink_to(tmp_path / "real")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    slot = str(tmp_path / "data" / "slots" / "nb-1")
+    bind(str(home), slot)
+    remove_folder(slot)
+    assert not os.path.exists(slot) and not is_mount_point(str(tmp_path / "real" / "slots" / "nb-1"))
+    assert (home / "notes.txt").read_text() == "mine"
