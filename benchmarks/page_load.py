@@ -41,6 +41,7 @@ from yarl import URL
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from benchmarks.common import ours_config  # noqa: E402
+from spawner.bind_mounts import unmount_all_under  # noqa: E402
 from tests.hubtools import SERVICE, HubProcess, ServiceClient, remove_test_containers, wait_for  # noqa: E402
 
 INSTANCE = "labdeckbench5"
@@ -354,6 +355,7 @@ def main():
     finally:
         hub.stop()
         remove_test_containers(INSTANCE)
+        unmount_all_under(str(work))  # the warm pool's shared folder
         shutil.rmtree(hub.data_dir, ignore_errors=True)  # job folders, caches; hub.log stays
     report(rec, cpu, wall)
 
