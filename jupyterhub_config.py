@@ -24,6 +24,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from handlers.nav import nav_items  # noqa: E402
+from services.db import sqlite_connector  # noqa: E402
 from services.docker_pool import bridge_gateway  # noqa: E402
 
 c = get_config()  # noqa: F821 (injected by traitlets)
@@ -40,6 +41,8 @@ c.JupyterHub.bind_url = os.environ.get("LABDECK_URL", "http://127.0.0.1:8000")
 c.JupyterHub.hub_ip = c.JupyterHub.hub_connect_ip = bridge_gateway()
 c.JupyterHub.hub_port = int(os.environ.get("LABDECK_HUB_PORT", "8081"))
 c.JupyterHub.db_url = f"sqlite:///{data_dir / 'jupyterhub.sqlite'}"
+# a write-ahead log and no fsync per commit, as the platform's own database (services/db.py)
+c.JupyterHub.db_kwargs = {"creator": sqlite_connector(str(data_dir / "jupyterhub.sqlite"))}
 c.JupyterHub.cookie_secret_file = str(data_dir / "jupyterhub_cookie_secret")
 c.ConfigurableHTTPProxy.command = [str(HERE / "node_modules" / ".bin" / "configurable-http-proxy")]
 c.ConfigurableHTTPProxy.pid_file = str(data_dir / "jupyterhub-proxy.pid")

@@ -8,6 +8,7 @@ conditional UPDATEs and on unique constraints.
 """
 
 import fcntl
+import sqlite3
 import threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -17,6 +18,25 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import Base
+
+# Every SQLite database of the platform, the hub's own included: a write-ahead log, and no fsync
+# per commit (a commit survives a crash of the process; a power cut may lose the last ones).
+# JupyterHub commits on its event loop, and with an fsync per commit every start waited behind
+# a snapshot or build that filled the disk's queue (benchmarks/isolation.py).
+SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
+
+
+def sqlite_connector(path: str):
+    """``creator`` for SQLAlchemy (``c.JupyterHub.db_kwargs``): connections to the SQLite file at
+    ``path`` with SQLITE_PRAGMAS, otherwise as JupyterHub opens them (usable from any thread)."""
+
+    def connect():
+        conn = sqlite3.connect(path, check_same_thread=False)
+        for pragma in SQLITE_PRAGMAS:
+            conn.execute(pragma)
+        return conn
+
+    return connect
 
 
 class Database:
@@ -49,10 +69,8 @@ class Database:
             # let SQLAlchemy, not pysqlite, emit BEGIN so we can choose its kind
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            for pragma in SQLITE_PRAGMAS + ("PRAGMA busy_timeout=30000", "PRAGMA foreign_keys=ON"):
+                cur.execute(pragma)
             cur.close()
 
         @event.listens_for(engine, "begin")
