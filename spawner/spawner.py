@@ -39,13 +39,13 @@ from services.start_slots import Slot, StartSlots
 from services.workloads import end_workload, mark_running, open_workload
 
 from .form import options_from_form, render_options_form
-from .warm_pool import WarmPool, WarmPoolError, WarmServer, release
+from .warm_claims import SERVER_PORT, WarmClaims
+from .warm_server import WarmServer, release
 
 KIND = "notebook"
-SERVER_PORT = 8888  # the single-user server's port inside every container (DockerSpawner's default)
 
 
-class LabdeckSpawner(DockerSpawner):
+class LabdeckSpawner(WarmClaims, DockerSpawner):
     readiness_interval = Float(
         0.1,
         help="Seconds between readiness checks of a starting server. The hub's own check backs "
@@ -79,14 +79,6 @@ class LabdeckSpawner(DockerSpawner):
 
     _reconciled = None  # one reconciliation per hub process, shared by all spawners
     _start_slots: dict[str, StartSlots] = {}  # host name -> its slots, shared likewise
-    _warm_pool: WarmPool | None = None  # one per hub process, started with the hub
-
-    @classmethod
-    def start_warm_pool(cls, config, log) -> None:
-        """Fill the warm server pool (called once the hub's event loop runs)."""
-        if cls._warm_pool is None:
-            cls._warm_pool = WarmPool(get_platform(config, log), SERVER_PORT)
-            cls._warm_pool.platform.spawn_background(cls._warm_pool.start())
 
     # ---- platform wiring ----
 
@@ -174,30 +166,14 @@ class LabdeckSpawner(DockerSpawner):
         progress.reset()
         await self.ensure_reconciled()
         platform, requester = self.platform, self.requester
-        warm = None
         try:
             # path checks touch the file system and the ledger may wait for a database lock:
             # neither may block the hub's event loop
             request = await asyncio.to_thread(validate_request, platform, requester, KIND, user_options)
-            warm = self._take_warm_server(request)
-            try:
-                workload, placement = await asyncio.to_thread(
-                    self._open, platform, requester, request, self.workload_id, warm
-                )
-            except OptionError:
-                if warm is not None:
-                    self._warm_pool.give_back(warm)  # refused and rolled back: nobody holds its ID
-                raise
-            except BaseException:
-                if warm is not None:  # unknown whether a workload now holds its ID: never hand it out
-                    platform.spawn_background(self._warm_pool.discard(warm))
-                raise
+            workload, placement, warm = await self._open_with_warm_server(request)
         except OptionError as e:
             self.log.info("Refused options for %s: %s", self._log_name, e)
             raise web.HTTPError(400, str(e)) from None
-        if warm is not None and placement.host != warm.host:
-            await self._warm_pool.discard(warm)  # its host was full; its ID is this workload's now
-            warm = None
         self.workload_id, self.host_name = workload.id, placement.host
         self._request, self._placement, self._warm = request, placement, warm
         self.image = request.image.name
@@ -215,12 +191,6 @@ class LabdeckSpawner(DockerSpawner):
             return open_workload(platform, requester, request, name=self.name)
         return open_workload(platform, requester, request, name=self.name,
                              workload_id=warm.workload_id, prefer_host=warm.host)
-
-    def _take_warm_server(self, request: WorkloadRequest) -> WarmServer | None:
-        pool = self._warm_pool
-        if pool is None or self.port != pool.port or not pool.serves(request):
-            return None
-        return pool.take(request.resources.region)
 
     async def check_allowed(self, image):
         try:
@@ -279,17 +249,11 @@ class LabdeckSpawner(DockerSpawner):
     async def start(self):
         if not getattr(self, "_placement", None):
             raise web.HTTPError(400, "options: the server was started without validated options")
-        if getattr(self, "_warm", None) is not None:
-            try:
-                return await self._start_warm(self._warm)
-            except WarmPoolError as e:
-                self.log.warning("Warm server %s refused %s: %s; starting cold", self._warm.workload_id,
-                                 self._log_name, e)
-                self.progress_log.add(20, "The warm server could not be used; starting a new one")
-                await self._warm_pool.discard(self._warm)
-                self.warm_slot = ""
-            finally:
-                self._warm = None
+        warm, self._warm = self._warm, None
+        if warm is not None:
+            served = await self._start_warm_or_give_up(warm)
+            if served is not None:
+                return served
         self._slot = None
         try:
             ip, port = await super().start()
@@ -302,46 +266,6 @@ class LabdeckSpawner(DockerSpawner):
         self.progress_log.add(95, "JupyterLab is answering")
         self.progress_log.finish()
         return ip, port
-
-    async def _start_warm(self, warm: WarmServer):
-        """Claim the warm server: give it this server's name, the user's folder and environment."""
-        self.progress_log.add(50, f"Handing you a running server on host {warm.host}")
-        self.warm_slot = warm.workload_id
-        self.object_id = warm.container_id
-        home = self._request.mounts[0].host_path if self._request.mounts else None
-        # a busy engine (someone's snapshot) is slow to rename: that runs while the server starts
-        renamed, claim = await asyncio.gather(
-            self._rename(warm.container_id),
-            self._warm_pool.activate(warm, home, self.get_env(), await self.get_command()),
-            return_exceptions=True)
-        failure = next((r for r in (renamed, claim) if isinstance(r, BaseException)), None)
-        if failure is not None:
-            if not isinstance(claim, BaseException):
-                claim.close()
-            if isinstance(failure, WarmPoolError):
-                raise failure
-            raise WarmPoolError(f"{type(failure).__name__}: {failure}") from failure
-        self.progress_log.add(70, "Server claimed; waiting for JupyterLab to answer")
-        _, listening = await asyncio.gather(
-            asyncio.to_thread(mark_running, self.platform, self.workload_id, self.object_name, self.object_id),
-            claim.listening(timeout=self.http_timeout))
-        if not listening:  # else it is initialized and accepts connections: the hub's first check succeeds
-            await self._wait_until_answering(warm.ip, warm.port)
-        self.progress_log.add(95, "JupyterLab is answering")
-        self.progress_log.finish()
-        return warm.ip, warm.port
-
-    async def _rename(self, container_id: str) -> None:
-        """Give the container this server's name (poll and stop find it by name)."""
-        try:
-            await self.docker("rename", container_id, self.object_name)
-        except APIError as e:
-            if e.status_code != 409:
-                raise WarmPoolError(f"rename: {e}") from e
-            # a container an earlier start left under this name, as DockerSpawner.start removes it
-            self.log.warning("Removing %s that should have been cleaned up", self.object_name)
-            await self.docker("remove_container", self.object_name, force=True)
-            await self.docker("rename", container_id, self.object_name)
 
     async def _take_start_slot(self) -> Slot:
         slots = await self._host_start_slots()

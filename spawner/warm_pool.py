@@ -3,7 +3,9 @@
 A cold start creates a container, starts it and waits for Python to import JupyterLab: most
 of a second of engine and CPU time, slower still when the engine is busy with someone's
 snapshot. The pool keeps ``size`` containers per host already running ``labdeck-standby``
-(images/notebook/), each with its imports done, waiting for a claim. A claim bind-mounts
+(images/notebook/), each with its imports done, waiting for a claim. This module keeps the
+pool full and clean; spawner/warm_server.py makes, claims and removes one warm server, and
+spawner/warm_claims.py is the spawner's side. A claim bind-mounts
 the user's folder onto the container's slot (spawner/bind_mounts.py), renames the container
 and sends the user's environment over a Unix socket: the server answers about 0.15 s later
 and no engine call but the rename is on the user's path.
@@ -29,70 +31,21 @@ How it stays safe:
 
 import asyncio
 import atexit
-import json
 import os
-import secrets
-import shutil
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
-from docker.errors import DockerException, NotFound
+from docker.errors import DockerException
 from sqlalchemy import select
 from traitlets import Float, Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from services.ledger import Placement
 from services.models import Workload, WorkloadState
-from services.naming import new_workload_id
 from services.options import WorkloadRequest
-from services.paths import Mount
-from services.recipe import POOL_LABEL, workload_labels
 
-from . import bind_mounts
+from . import bind_mounts, warm_server
+from .warm_server import KIND, WORK, Blueprint, WarmServer
 
-KIND = "notebook"
-WORK = "/home/jovyan/work"
-CONTROL = "/run/labdeck-standby"
-SOCKET = "activate.sock"
-STANDBY = "standby"
-
-
-class WarmPoolError(Exception):
-    """A claim that did not give the user a running server (the start goes cold instead)."""
-
-
-@dataclass(frozen=True)
-class WarmServer:
-    workload_id: str  # also its container's labdeck.id and the name of its folders
-    host: str
-    container_id: str
-    ip: str
-    port: int
-    secret: str
-    slot: str  # host folder at /home/jovyan/work until the user's folder is mounted onto it
-    control: str  # host folder at /run/labdeck-standby, holding the activation socket
-
-
-@dataclass(frozen=True)
-class Claim:
-    """The connection to a claimed server, which says when the server accepts connections."""
-
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-
-    def close(self) -> None:
-        self.writer.close()
-
-    async def listening(self, timeout: float) -> bool:
-        """Whether the server said it listens within ``timeout`` (False: poll it instead)."""
-        try:
-            return await asyncio.wait_for(self.reader.readline(), timeout) == b"listening\n"
-        except (OSError, asyncio.TimeoutError):
-            return False
-        finally:
-            self.writer.close()
 
 
 def usable_mounts(mounts) -> bool:
@@ -137,7 +90,7 @@ class WarmPool(LoggingConfigurable):
         super().__init__(parent=platform, **kwargs)
         self.platform = platform
         self.port = port  # the single-user server's port inside the container
-        self.dir = pool_dir(platform)
+        self.dir = warm_server.pool_dir(platform)
         self.ready: dict[str, list[WarmServer]] = {}  # host -> warm servers waiting for a claim
         self.hosts: list = []  # the hosts served (empty: the pool is off)
         self._last_claim = 0.0
@@ -153,6 +106,11 @@ class WarmPool(LoggingConfigurable):
     @property
     def memory_mb(self) -> int:
         return int(round(float(self.platform.quotas.request_defaults["memory_gb"]) * 1024))
+
+    @property
+    def blueprint(self) -> Blueprint:
+        return Blueprint(self.image, self.cpu_milli, self.memory_mb, self.port, self.uid, self.gid,
+                         self.standby_timeout)
 
     def serves(self, request: WorkloadRequest) -> bool:
         r = request.resources
@@ -216,23 +174,20 @@ class WarmPool(LoggingConfigurable):
     async def _sweep(self, hosts) -> set[str]:
         """Remove the unclaimed warm servers an earlier hub left; the IDs of claimed ones
         still running (their folders stay mounted)."""
-        engines = {h.docker_url: h.name for h in hosts}
-        found = []
+        engines = {h.docker_url: h.name for h in hosts}  # hosts sharing an engine: list it once
+        found = []  # (a host on the engine it was found on, container)
         for host_name in engines.values():
-            found += await self.platform.docker.run(host_name, _list_pool_containers, self.platform.instance)
-        ids = [c["Labels"].get("labdeck.id", "") for c in found]
-        claimed = await asyncio.to_thread(self._claimed, ids)
+            containers = await self.platform.docker.run(host_name, warm_server.list_containers, self.platform.instance)
+            found += [(host_name, c) for c in containers]
+        claimed = await asyncio.to_thread(self._claimed, [c["Labels"].get("labdeck.id", "") for _, c in found])
         kept = set()
-        for c, wid in zip(found, ids):
+        for host_name, c in found:
+            wid = c["Labels"].get("labdeck.id", "")
             if wid in claimed:
                 if c.get("State") == "running":
                     kept.add(wid)
                 continue  # stopped: the hub's poll ends it and removes the container
-            host = c["Labels"].get("labdeck.host") or hosts[0].name
-            try:
-                await self.platform.docker.call(host, "remove_container", c["Id"], force=True)
-            except NotFound:
-                pass
+            await warm_server.remove_container(self.platform, host_name, c["Id"])
         return kept
 
     def _remove_waiting(self) -> None:
@@ -242,7 +197,7 @@ class WarmPool(LoggingConfigurable):
             for warm in waiting:
                 try:
                     self.platform.docker.client(host_name).remove_container(warm.container_id, force=True)
-                    release(self.platform, warm.workload_id)
+                    warm_server.release(self.platform, warm.workload_id)
                 except (DockerException, OSError) as e:
                     self.log.warning("Warm server pool: could not remove %s at exit: %s", warm.workload_id, e)
             waiting.clear()
@@ -258,7 +213,7 @@ class WarmPool(LoggingConfigurable):
             for folder in (self.dir / sub).iterdir():
                 if folder.name not in kept:
                     try:
-                        remove_folder(str(folder))
+                        warm_server.remove_folder(str(folder))
                     except OSError as e:  # left in place: never removed through a mount
                         self.log.warning("Warm server pool: could not remove %s: %s", folder, e)
 
@@ -278,109 +233,12 @@ class WarmPool(LoggingConfigurable):
                 if host is None:
                     break
                 try:
-                    self.ready[host.name].append(await self._new_warm_server(host))
+                    self.ready[host.name].append(await warm_server.create(self.platform, host, self.blueprint))
                     failures = 0
                 except Exception as e:  # noqa: BLE001 (logged; the pool tries again later)
                     failures += 1
                     self.log.warning("Warm server pool: could not start a warm server on %s: %s", host.name, e)
                     await asyncio.sleep(min(300, 5 * 2 ** failures))
-
-    async def _new_warm_server(self, host) -> WarmServer:
-        platform = self.platform
-        workload_id = new_workload_id("nb")
-        slot, control = str(self.dir / "slots" / workload_id), str(self.dir / "control" / workload_id)
-        await asyncio.to_thread(self._make_folders, slot, control)
-        secret = secrets.token_urlsafe(32)
-        placement = Placement(workload_id, host.name, host.region, self.cpu_milli, self.memory_mb, None, ())
-        labels = workload_labels(platform.instance, workload_id=workload_id, kind=KIND, user="", placement=placement)
-        labels[POOL_LABEL] = STANDBY
-        image_info = await platform.docker.call(host.name, "inspect_image", self.image)
-        spec = platform.recipe.build(
-            name=f"{platform.instance}-warm-{workload_id}", image=self.image,
-            image_labels=(image_info.get("Config") or {}).get("Labels"), host=host, placement=placement,
-            labels=labels, env={"LABDECK_STANDBY_SECRET": secret}, command=["labdeck-standby"],
-            ports={self.port: None},
-            mounts=[Mount(slot, WORK, False, "warm-pool", propagation="rslave"),
-                    Mount(control, CONTROL, False, "warm-pool")],
-        )
-        container_id = None
-        try:
-            container_id = await platform.docker.run(host.name, spec.create)
-            await platform.docker.call(host.name, "start", container_id)
-            binding = (await platform.docker.call(host.name, "port", container_id, self.port))[0]
-            await self._wait_until_listening(host.name, container_id, os.path.join(control, SOCKET))
-        except BaseException:
-            if container_id:
-                await self._remove_container(host.name, container_id)
-            await asyncio.to_thread(remove_folder, slot)
-            await asyncio.to_thread(remove_folder, control)
-            raise
-        ip = binding["HostIp"]
-        return WarmServer(workload_id, host.name, container_id, host.address if ip in ("0.0.0.0", "") else ip,
-                          int(binding["HostPort"]), secret, slot, control)
-
-    def _make_folders(self, slot: str, control: str) -> None:
-        for folder, mode in ((slot, 0o755), (control, 0o700)):
-            os.mkdir(folder, mode)
-            os.chown(folder, self.uid, self.gid)
-
-    async def _wait_until_listening(self, host_name: str, container_id: str, socket_path: str) -> None:
-        deadline = time.monotonic() + self.standby_timeout
-        next_inspect = time.monotonic() + 1.0
-        while not os.path.exists(socket_path):
-            if time.monotonic() > deadline:
-                raise WarmPoolError(f"not ready within {self.standby_timeout:g} s")
-            if time.monotonic() > next_inspect:
-                next_inspect = time.monotonic() + 1.0
-                info = await self.platform.docker.call(host_name, "inspect_container", container_id)
-                if not info["State"]["Running"]:
-                    logs = await self.platform.docker.call(host_name, "logs", container_id, tail=3)
-                    raise WarmPoolError(f"exited: {logs.decode('utf-8', 'replace').strip()}")
-            await asyncio.sleep(0.1)
-
-    async def _remove_container(self, host_name: str, container_id: str) -> None:
-        try:
-            await self.platform.docker.call(host_name, "remove_container", container_id, force=True)
-        except (DockerException, OSError) as e:
-            self.log.warning("Warm server pool: could not remove container %s: %s", container_id[:12], e)
-
-    # ---- claiming ----
-
-    async def activate(self, warm: WarmServer, home: str | None, env: dict, argv: list[str]) -> "Claim":
-        """Mount ``home`` (a host folder, or None) and hand the server its user's environment."""
-        if home:
-            await asyncio.to_thread(bind_mounts.bind, home, warm.slot)
-        try:
-            reader, writer = await asyncio.open_unix_connection(os.path.join(warm.control, SOCKET))
-        except OSError as e:
-            raise WarmPoolError(f"no answer from the warm server: {e}") from e
-        try:
-            message = {"secret": warm.secret, "env": env, "argv": argv, "home_mounted": bool(home)}
-            writer.write(json.dumps(message).encode() + b"\n")
-            await writer.drain()
-            answer = json.loads(await asyncio.wait_for(reader.readline(), timeout=10))
-            if not answer.get("ok"):
-                raise WarmPoolError(answer.get("error") or "refused")
-        except (OSError, ValueError, asyncio.TimeoutError) as e:
-            writer.close()
-            raise WarmPoolError(f"no answer from the warm server: {e}") from e
-        except WarmPoolError:
-            writer.close()
-            raise
-        return Claim(reader, writer)
-
-    async def discard(self, warm: WarmServer) -> None:
-        """Remove a warm server that will not be used (claimed for nothing, or refused)."""
-        await self._remove_container(warm.host, warm.container_id)
-        await asyncio.to_thread(release, self.platform, warm.workload_id)
-
-
-def release(platform, workload_id: str) -> None:
-    """After the container of a claimed warm server ended: unmount its slot, remove its folders.
-    Needs no pool: the hub may have restarted with the pool off."""
-    for sub in ("slots", "control"):
-        remove_folder(str(pool_dir(platform) / sub / workload_id))
-
 
 def start_with_hub() -> None:
     """Called from jupyterhub_config.py: start the pool as soon as the hub runs. The labdeck
@@ -402,25 +260,3 @@ def start_with_hub() -> None:
     loop.call_soon(start)
 
 
-def pool_dir(platform) -> Path:
-    # without links: the mount table names mount points by their real paths, and a slot must be
-    # recognised there before its folder is removed
-    return Path(os.path.realpath(platform.data_dir)) / "warm-pool"
-
-
-def _list_pool_containers(client, instance: str) -> list[dict]:
-    return client.containers(all=True, filters={"label": [f"labdeck.instance={instance}", f"{POOL_LABEL}={STANDBY}"]})
-
-
-def remove_folder(folder: str) -> None:
-    """Remove a pool folder, unmounting the user's folder from it first. Never removes through
-    a mount: if anything is still mounted there, it stays."""
-    if not os.path.lexists(folder):
-        return
-    folder = os.path.join(os.path.realpath(os.path.dirname(folder)), os.path.basename(folder))
-    if bind_mounts.is_mount_point(folder):
-        bind_mounts.unbind(folder)
-    mounts = bind_mounts.current_mounts()
-    if any(m.mount_point == folder or m.mount_point.startswith(folder + "/") for m in mounts):
-        raise bind_mounts.MountError(16, f"{folder} is still a mount point; left in place")
-    shutil.rmtree(folder)

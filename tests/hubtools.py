@@ -291,9 +291,11 @@ def warm_servers(hub: "HubProcess", instance: str = INSTANCE, host: str | None =
         found = client.containers.list(filters={"label": labels})
     finally:
         client.close()
-    control = hub.data_dir / "warm-pool" / "control"
+    from spawner.warm_server import SOCKET, pool_dir
+
+    control = pool_dir(hub.platform) / "control"
     return [c for c in found if c.name.startswith(f"{instance}-warm-")
-            and (control / c.labels["labdeck.id"] / "activate.sock").exists()]
+            and (control / c.labels["labdeck.id"] / SOCKET).exists()]
 
 
 def wait_for_warm_servers(hub: "HubProcess", count: int, instance: str = INSTANCE, host: str | None = None,

@@ -11,6 +11,7 @@ import pytest
 
 from services.models import Allocation, Workload
 from spawner.bind_mounts import current_mounts
+from spawner.warm_server import SOCKET, pool_dir
 from tests.hubtools import INSTANCE, login_session, page_text, wait_for_warm_servers, warm_servers
 from tests.spawner.test_spawn import follow_progress, run_in, the_container
 
@@ -25,11 +26,11 @@ def waiting(hub, count=1, host="local"):
 
 
 def control_socket(hub, container) -> str:
-    return str(hub.data_dir / "warm-pool" / "control" / container.labels["labdeck.id"] / "activate.sock")
+    return str(pool_dir(hub.platform) / "control" / container.labels["labdeck.id"] / SOCKET)
 
 
 def slot_of(hub, workload_id) -> str:
-    return str(hub.data_dir / "warm-pool" / "slots" / workload_id)
+    return str(pool_dir(hub.platform) / "slots" / workload_id)
 
 
 def mounted_at(path: str) -> bool:

@@ -7,7 +7,8 @@ import pytest
 from services.identity import Requester
 from services.options import validate_request
 from spawner.bind_mounts import bind, is_mount_point
-from spawner.warm_pool import WarmPool, WarmServer, remove_folder
+from spawner.warm_pool import WarmPool
+from spawner.warm_server import WarmServer, remove_folder
 from tests.services.platform_fixtures import make_platform
 
 ALICE = Requester("alice")
