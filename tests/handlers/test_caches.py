@@ -17,13 +17,15 @@ pytestmark = pytest.mark.integration
 JOB = {"image": "labdeck/notebook:latest", "region": "default", "cpu": 0.5, "memory_gb": 0.5, "gpus": 0}
 
 
-def make_tree(root: Path, small: int = 300, large: int = 2, large_mb: int = 8) -> dict[str, str]:
-    """Many small files and a few large ones; returns {relative path: sha256}."""
+def make_tree(root: Path, small: int = 300, large: int = 2, large_mb: int = 8,
+              small_max: int = 4096) -> dict[str, str]:
+    """Many small files (up to ``small_max`` bytes) and a few large ones; returns
+    {relative path: sha256}."""
     hashes = {}
     for i in range(small):
         path = root / f"part{i % 7}" / f"f{i:04d}.bin"
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = os.urandom(64 + (i * 37) % 4096)
+        data = os.urandom(64 + (i * 37) % small_max)
         path.write_bytes(data)
         hashes[str(path.relative_to(root))] = hashlib.sha256(data).hexdigest()
     for i in range(large):
@@ -176,7 +178,10 @@ def test_cancel_frees_the_space_and_the_same_source_is_offered_not_copied_again(
 def test_restart_mid_copy_resumes_without_recopying(hub, make_user):
     fay = make_user()
     storage = Path(hub.platform.paths.user_storage(fay.name))
-    make_tree(storage / "resume", small=150, large=2, large_mb=60)  # ~130 MiB
+    # ~270 MiB, ~11 s at 25 MiB/s. The small files carry half of it: they are copied beside the
+    # large ones, and once those end the rest still takes seconds, so the stop lands mid-copy
+    # (with 4 KiB small files the copy once finished between the 20th file and the stop)
+    make_tree(storage / "resume", small=150, large=2, large_mb=60, small_max=2 * 2**20)
     api = ServiceClient(hub, fay.name)
     cache = create(api, name="resume me", source="~/resume")
     wait_for(lambda: api("GET", f"/caches/{cache['id']}").json()["progress"]["files_done"] >= 20, 30, "some files")
