@@ -325,6 +325,17 @@ class LabdeckSpawner(WarmClaims, DockerSpawner):
                  + (" | ".join(tail) or "no output")
         )
 
+    async def get_object(self):
+        """The container, by its ID once known: a claimed warm server is renamed in the
+        background (spawner/warm_claims.py), so its name may still be the pool's."""
+        if self.object_id:
+            try:
+                return await self.docker("inspect_container", self.object_id)
+            except APIError as e:
+                if e.status_code not in (404, 500):  # as DockerSpawner: gone, or on an unhealthy node
+                    raise
+        return await super().get_object()  # by name; forgets the ID when that is gone too
+
     async def poll(self):
         await self.ensure_reconciled()  # the hub polls running servers first thing after a restart
         status = await super().poll()

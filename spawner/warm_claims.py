@@ -64,23 +64,21 @@ class WarmClaims:
             return None
 
     async def _start_warm(self, warm: WarmServer):
-        """Claim the warm server: give it this server's name, the user's folder and environment."""
+        """Claim the warm server: give it the user's folder and environment, and this server's name."""
         self.progress_log.add(50, f"Handing you a running server on host {warm.host}")
         self.warm_slot = warm.workload_id
         self.object_id = warm.container_id
         home = self._request.mounts[0].host_path if self._request.mounts else None
-        # a busy engine (someone's snapshot) is slow to rename: that runs while the server starts
-        renamed, claim = await asyncio.gather(
-            self._rename(warm.container_id),
-            warm_server.claim(warm, home, self.get_env(), await self.get_command()),
-            return_exceptions=True)
-        failure = next((r for r in (renamed, claim) if isinstance(r, BaseException)), None)
-        if failure is not None:
-            if not isinstance(claim, BaseException):
-                claim.close()
-            if isinstance(failure, WarmPoolError):
-                raise failure
-            raise WarmPoolError(f"{type(failure).__name__}: {failure}") from failure
+        try:
+            claim = await warm_server.claim(warm, home, self.get_env(), await self.get_command())
+        except WarmPoolError:
+            raise
+        except Exception as e:  # the user's folder could not be mounted, say
+            raise WarmPoolError(f"{type(e).__name__}: {e}") from e
+        # The name follows in the background: the hub finds the container by its ID (get_object),
+        # and an engine busy with someone's snapshot took over a second to rename (it writes the
+        # container's config to a disk the commit keeps full), a second the user would wait for.
+        self.platform.spawn_background(self._rename(warm.container_id))
         self.progress_log.add(70, "Server claimed; waiting for JupyterLab to answer")
         _, listening = await asyncio.gather(
             asyncio.to_thread(mark_running, self.platform, self.workload_id, self.object_name, self.object_id),
@@ -92,12 +90,15 @@ class WarmClaims:
         return warm.ip, warm.port
 
     async def _rename(self, container_id: str) -> None:
-        """Give the container this server's name (poll and stop find it by name)."""
+        """Give the container this server's name (people and tools look for it by name), unless
+        the server has stopped meanwhile (stop clears object_id)."""
         try:
             await self.docker("rename", container_id, self.object_name)
         except APIError as e:
-            if e.status_code != 409:
-                raise WarmPoolError(f"rename: {e}") from e
+            if e.status_code != 409 or self.object_id != container_id:
+                if self.object_id == container_id:
+                    self.log.warning("Could not rename %s to %s: %s", container_id[:12], self.object_name, e)
+                return
             # a container an earlier start left under this name, as DockerSpawner.start removes it
             self.log.warning("Removing %s that should have been cleaned up", self.object_name)
             await self.docker("remove_container", self.object_name, force=True)
