@@ -220,6 +220,19 @@ def stop_servers(hub: HubProcess, users, timeout: float = 120) -> None:
         list(pool.map(stop, users))
 
 
+def server_container(client, name: str, timeout: float = 30):
+    """The user's server container by its name, or None. A claimed warm server takes its
+    user's name in the background, just after it answers: wait for that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.containers.get(name)
+        except docker.errors.NotFound:
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
+
 def timeline(client, name: str, t0: float) -> dict:
     """Where a start's time went, from Docker's own timestamps (seconds after ``t0``):
     container created, container started, server listening (its "is running at" log line);
@@ -227,9 +240,8 @@ def timeline(client, name: str, t0: float) -> dict:
     from benchmarks.start_latency import listening_time, parse_docker_time
 
     nan = float("nan")
-    try:
-        c = client.containers.get(name)
-    except docker.errors.NotFound:
+    c = server_container(client, name)
+    if c is None:
         return {"created": nan, "started": nan, "listening": nan, "cpu": nan, "warm": False}
     listening = listening_time(c)
     warm = bool(c.labels.get("labdeck.pool"))  # created and started before the POST: not this start's time
@@ -366,12 +378,15 @@ class CpuMeter:
 
 
 def timed_start(hub: HubProcess, user: str, options: dict, timeout: float = 120) -> tuple[float, float]:
-    """Start one server and wait until the hub reports it ready, polling every 20 ms (as
-    start_latency.py does). Returns (when the POST was sent, seconds until ready); raises
-    RuntimeError when the start fails or takes longer than ``timeout``."""
+    """Start one server and wait until the hub reports it ready, polling every 20 ms. A 201
+    answer is the hub saying the server is up (JupyterHub answers 202 while it is pending), so
+    its time counts as ready once the user's model confirms it (a spawn that failed can be
+    answered 201 while it is cleaned up). Returns (when the POST was sent, seconds until
+    ready); raises RuntimeError when the start fails or takes longer than ``timeout``."""
     t0 = time.time()
     r = hub.api("POST", f"/users/{user}/server", json=options, timeout=timeout)
-    if r.status_code not in (201, 202):
+    answered, status = time.time(), r.status_code
+    if status not in (201, 202):
         raise RuntimeError(f"start of {user} answered {r.status_code}: {r.text[:300]}")
     while time.time() - t0 < timeout:
         r = hub.api("GET", f"/users/{user}")
@@ -379,7 +394,7 @@ def timed_start(hub: HubProcess, user: str, options: dict, timeout: float = 120)
         model = r.json()
         server = (model.get("servers") or {}).get("")
         if server and server.get("ready"):
-            return t0, time.time() - t0
+            return t0, (answered if status == 201 else time.time()) - t0
         if not server and not model.get("pending"):
             raise RuntimeError(f"{user}'s server is gone without becoming ready")
         time.sleep(0.02)

@@ -6,7 +6,8 @@ Three hubs run side by side: stock, ours with its warm server pool (the default,
 and ours with the pool off ("cold", the figure before the pool). Starts alternate between them
 (N each, one at a time) so all see the same machine load, and each waits until our pool is
 full again, so that no refill runs during anyone's start. Each start is timed from the REST
-call (POST /users/:name/server) to the hub reporting the server ready, polled every 20 ms.
+call (POST /users/:name/server) to the hub reporting the server ready: its 201 answer, or
+polled every 20 ms after a 202 (benchmarks/common.py's timed_start).
 "Inside" is when the server in the container started listening (its "is running at" log line,
 timestamped by Docker), i.e. the floor no spawner can beat. Our hubs' default request is the
 options used here (2 cores, 2 GB), which the pool serves. Prints a table; the ratio
@@ -18,7 +19,6 @@ import re
 import statistics
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,6 +26,7 @@ import docker
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from benchmarks.common import server_container, timed_start  # noqa: E402
 from spawner.bind_mounts import unmount_all_under  # noqa: E402
 from tests.hubtools import HubProcess, remove_test_containers, wait_for_warm_servers  # noqa: E402
 
@@ -63,17 +64,10 @@ def listening_time(container) -> float | None:
 
 def one_start(hub, user, options, client, container_name):
     """(seconds until ready, seconds until the server listened, whether a warm server served it)"""
-    t0 = time.time()
-    r = hub.api("POST", f"/users/{user}/server", json=options)
-    if r.status_code not in (201, 202):
-        raise RuntimeError(f"start failed: {r.status_code} {r.text}")
-    while True:
-        model = hub.server_model(user)
-        if model and model.get("ready"):
-            break
-        time.sleep(0.02)
-    ready = time.time() - t0
-    container = client.containers.get(container_name)
+    t0, ready = timed_start(hub, user, options)
+    container = server_container(client, container_name)
+    if container is None:
+        raise RuntimeError(f"no container {container_name} after the start")
     inside_at = listening_time(container)
     inside = (inside_at - t0) if inside_at else float("nan")
     hub.stop_server(user)
