@@ -99,9 +99,10 @@ class HubPair:
         unmount_all_under(str(self.work))  # our warm pool's shared folder
 
     def wait_for_warm_pool(self) -> None:
-        """Wait until our warm pool is full, so that no refill runs during a measured start."""
+        """Wait until our warm pool is full, so that no refill runs during a measured start:
+        its size, or more once it grew after a burst of starts (the pool's own reckoning)."""
         if self.pool_size:
-            wait_for_warm_servers(self.ours, self.pool_size, self.instance)
+            wait_for_full_pool(self.ours, self.instance)
 
     def finish(self, failed: bool) -> None:
         """Keep the hubs' logs when something failed (and say where), else remove the work folder."""
@@ -116,6 +117,16 @@ class HubPair:
 
     def labels(self, label: str) -> str:
         return self.instance if label == OURS else f"{self.instance}-stock"
+
+
+def wait_for_full_pool(hub: HubProcess, instance: str) -> None:
+    """Wait until a hub's warm pool holds what it keeps now: its size, or more once it grew
+    after a burst of starts (the pool's own reckoning, from the hub's workloads table)."""
+    from spawner.warm_claims import SERVER_PORT
+    from spawner.warm_pool import WarmPool
+
+    local = [h for h in hub.platform.resources.all_hosts() if h.is_local]
+    wait_for_warm_servers(hub, sum(WarmPool(hub.platform, SERVER_PORT).targets_for(local).values()), instance)
 
 
 def containers_left(instance_label: str) -> list:

@@ -13,11 +13,13 @@ the time went from Docker's timestamps (container created, started, server liste
 Prints per-round figures and a table; the ratio ours/stock of the all-ready time comes last
 (goal: <= 0.7).
 
-Our hub keeps a warm server pool of --pool-size servers (default: one per user started at once,
-as a lab expecting a class to start together would set WarmPool.size; the product's default is
-2, and 0 turns the pool off). Every batch, on either hub, starts only once the pool is full
-again, so no refill runs during anyone's batch; our hub's default request is the options used
-here, which the pool serves.
+Our hub keeps its warm server pool with the product's defaults: 2 servers, growing after a
+burst of starts to one per person of that burst (WarmPool.grow_to, 16). So its first batch
+finds 2 warm servers and starts the rest cold, and the pool then grows to --users: the
+figures of each round are printed, the first one too. --pool-size sets WarmPool.size (0: no
+pool), --grow-to WarmPool.grow_to. Every batch, on either hub, starts only once the pool is
+full again, so no refill runs during anyone's batch; our hub's default request is the options
+used here, which the pool serves.
 """
 
 import argparse
@@ -81,8 +83,9 @@ def main():
     parser.add_argument("--cpu", type=float, default=1, help="cores each of our servers asks for (default 1)")
     parser.add_argument("--memory-gb", type=float, default=1, help="memory each of our servers asks for (default 1)")
     parser.add_argument("--timeout", type=float, default=180, help="seconds a batch may take (default 180)")
-    parser.add_argument("--pool-size", type=int, default=None,
-                        help="our WarmPool.size (default: --users; 0: no pool)")
+    parser.add_argument("--pool-size", type=int, default=2, help="our WarmPool.size (default 2, the product's; 0: off)")
+    parser.add_argument("--grow-to", type=int, default=None,
+                        help="our WarmPool.grow_to (default: the product's, 16; not above --pool-size: no growth)")
     parser.add_argument("--start-slots-per-core", type=float, default=None,
                         help="our LabdeckSpawner.start_slots_per_core (default: the spawner's own, 1; 0: no slots)")
     args = parser.parse_args()
@@ -95,8 +98,11 @@ def main():
     # the host declares room for every server; each user's quota holds one
     extra = "" if args.start_slots_per_core is None else f"c.LabdeckSpawner.start_slots_per_core = {args.start_slots_per_core}\n"
     extra += f"c.Quotas.request_defaults = {{'cpu': {args.cpu}, 'memory_gb': {args.memory_gb}, 'gpus': 0}}\n"
-    pool_size = args.users if args.pool_size is None else args.pool_size
-    print(f"our warm server pool: {pool_size} (--pool-size)", flush=True)
+    pool_size = args.pool_size
+    if args.grow_to is not None:
+        extra += f"c.WarmPool.grow_to = {args.grow_to}\n"
+    print(f"our warm server pool: {pool_size} (--pool-size), growing to "
+          f"{'the default' if args.grow_to is None else args.grow_to} after bursts", flush=True)
     pair = HubPair(INSTANCE, cpus=max(40, args.users * args.cpu * 2), memory_gb=max(64, args.users * args.memory_gb * 2),
                    quota={"cpu": max(2, args.cpu), "memory_gb": max(4, args.memory_gb), "gpus": 0}, ours_extra=extra,
                    pool_size=pool_size)

@@ -26,9 +26,9 @@ import docker
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from benchmarks.common import server_container, timed_start  # noqa: E402
+from benchmarks.common import server_container, timed_start, wait_for_full_pool  # noqa: E402
 from spawner.bind_mounts import unmount_all_under  # noqa: E402
-from tests.hubtools import HubProcess, remove_test_containers, wait_for_warm_servers  # noqa: E402
+from tests.hubtools import HubProcess, remove_test_containers  # noqa: E402
 
 INSTANCE = "labdeckbench"
 COLD_INSTANCE = f"{INSTANCE}-cold"
@@ -109,7 +109,7 @@ def main():
                 (OURS, ours, f"{INSTANCE}-nb-bench", OPTIONS),
                 (COLD, cold, f"{COLD_INSTANCE}-nb-bench", OPTIONS),
             ):
-                wait_for_warm_servers(ours, POOL_SIZE, INSTANCE)  # no refill runs during a start
+                wait_for_full_pool(ours, INSTANCE)  # no refill runs during a start
                 ready, inside, served_warm = one_start(hub, "bench", options, client, name)
                 warm += served_warm
                 results[label][0].append(ready)

@@ -3,12 +3,13 @@
 A cold start creates a container, starts it and waits for Python to import JupyterLab: most
 of a second of engine and CPU time, slower still when the engine is busy with someone's
 snapshot. The pool keeps ``size`` containers per host already running ``labdeck-standby``
-(images/notebook/), each with its imports done, waiting for a claim. This module keeps the
-pool full and clean; spawner/warm_server.py makes, claims and removes one warm server, and
-spawner/warm_claims.py is the spawner's side. A claim bind-mounts
-the user's folder onto the container's slot (spawner/bind_mounts.py), renames the container
-and sends the user's environment over a Unix socket: the server answers about 0.15 s later
-and no engine call but the rename is on the user's path.
+(images/notebook/), each with its imports done, waiting for a claim; after more people than
+that started at once, up to ``grow_to`` (spawner/warm_demand.py). This module keeps the pool
+full and clean; spawner/warm_server.py makes, claims and removes one warm server, and
+spawner/warm_claims.py is the spawner's side. A claim bind-mounts the user's folder onto the
+container's slot (spawner/bind_mounts.py) and sends the user's environment over a Unix socket:
+the server answers about 0.15 s later, with no engine call on the user's path (the container
+takes its user's name in the background).
 
 Who is served: a notebook start whose options are the pool's (its image, the default CPU and
 memory, no GPU, and either no folder or one writable folder at /home/jovyan/work). Anything
@@ -43,7 +44,7 @@ from traitlets.config import LoggingConfigurable
 from services.models import Workload, WorkloadState
 from services.options import WorkloadRequest
 
-from . import bind_mounts, warm_server
+from . import bind_mounts, warm_demand, warm_server
 from .warm_server import KIND, WORK, Blueprint, WarmServer
 
 
@@ -57,9 +58,25 @@ def usable_mounts(mounts) -> bool:
 class WarmPool(LoggingConfigurable):
     size = Integer(
         2,
-        help="Warm servers kept waiting per local host (0: no pool). Each is an idle JupyterLab "
-             "process, about 60 MB of memory and no CPU, and holds no resources of the ledger.",
+        help="Warm servers kept waiting per local host (0: no pool), more after bursts of starts "
+             "(grow_to). Each is an idle JupyterLab process, about 60 MB of memory and no CPU, and "
+             "holds no resources of the ledger.",
     ).tag(config=True)
+
+    grow_to = Integer(
+        16,
+        help="The most warm servers a host's pool grows to when more people than ``size`` started "
+             "at once within the last ``demand_days`` (a class starting together): the next such "
+             "burst then finds a server for each. Not above ``size``: the pool keeps ``size``.",
+    ).tag(config=True)
+
+    burst_window = Float(
+        10.0,
+        help="Seconds in which starts count as one burst: a few times what the pool takes to "
+             "replace a claimed server. A steady stream of starts is served by ``size`` servers.",
+    ).tag(config=True)
+
+    demand_days = Float(7.0, help="Days a burst of starts keeps the pool larger.").tag(config=True)
 
     image = Unicode(
         help="Image of the warm servers. Default: the first platform image offered to everyone "
@@ -93,6 +110,7 @@ class WarmPool(LoggingConfigurable):
         self.dir = warm_server.pool_dir(platform)
         self.ready: dict[str, list[WarmServer]] = {}  # host -> warm servers waiting for a claim
         self.hosts: list = []  # the hosts served (empty: the pool is off)
+        self.targets: dict[str, int] = {}  # host -> warm servers to keep (spawner/warm_demand.py)
         self._last_claim = 0.0
         self._refill: asyncio.Task | None = None
         self._wake = asyncio.Event()
@@ -154,11 +172,12 @@ class WarmPool(LoggingConfigurable):
         await asyncio.to_thread(self._remove_folders_except, kept)
         self.hosts = hosts
         self.ready = {h.name: [] for h in hosts}
+        await self._update_targets()
         self._wake.set()
         self._refill = self.platform.spawn_background(self._refill_forever())
         atexit.register(self._remove_waiting)
-        self.log.info("Warm server pool: %d per host on %s, image %s", self.size,
-                      ", ".join(h.name for h in hosts), self.image)
+        self.log.info("Warm server pool: %d per host (growing to %d after bursts) on %s, image %s", self.size,
+                      max(self.size, self.grow_to), ", ".join(h.name for h in hosts), self.image)
 
     def _why_off(self, hosts) -> str:
         if self.size <= 0:
@@ -219,17 +238,43 @@ class WarmPool(LoggingConfigurable):
 
     # ---- keeping it full ----
 
+    def targets_for(self, hosts) -> dict[str, int]:
+        """Warm servers to keep per host: ``size``, or more after a burst of starts in its
+        region (spawner/warm_demand.py, reading the workloads table)."""
+        bursts = warm_demand.recent_bursts(self.platform, self.blueprint, self.image, KIND,
+                                           self.burst_window, self.demand_days)
+        return {h.name: warm_demand.pool_target(self.size, self.grow_to, bursts.get(h.region, 0),
+                                                sum(1 for other in hosts if other.region == h.region))
+                for h in hosts}
+
+    async def _update_targets(self) -> None:
+        try:
+            targets = await asyncio.to_thread(self.targets_for, self.hosts)
+        except Exception as e:  # noqa: BLE001 (the pool keeps its targets meanwhile)
+            self.log.warning("Warm server pool: could not read recent starts: %s", e)
+            return
+        for host, target in targets.items():
+            if target != self.targets.get(host, self.size):
+                self.log.info("Warm server pool: keeping %d on %s (bursts of starts within %g days)",
+                              target, host, self.demand_days)
+            self.targets[host] = target
+
     async def _refill_forever(self) -> None:
         failures = 0
         while True:
             await self._wake.wait()
             self._wake.clear()
+            measured = False
             while True:
                 quiet = self._last_claim + self.refill_delay - time.monotonic()
                 if quiet > 0:
                     await asyncio.sleep(quiet)
                     continue
-                host = next((h for h in self.hosts if len(self.ready[h.name]) < self.size), None)
+                if not measured:  # once the burst is over: it is all in the table now
+                    await self._update_targets()
+                    measured = True
+                host = next((h for h in self.hosts if len(self.ready[h.name]) < self.targets.get(h.name, self.size)),
+                            None)
                 if host is None:
                     break
                 try:

@@ -38,6 +38,7 @@ c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 90
 c.Spawner.poll_interval = 5  # notice dead servers quickly in tests
 c.LabdeckSpawner.start_slots = {{"east-1": 1}}  # starts there queue (test_spawn)
+c.WarmPool.grow_to = 3  # after a burst the pool keeps 3, not 2 (test_warm_pool); small for 2-core machines
 c.Monitor.interval = 1
 c.DebugSessions.port_pool_first = {PORT_BASE}
 c.DebugSessions.port_pool_last = {PORT_BASE + 19}
