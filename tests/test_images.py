@@ -103,6 +103,8 @@ def test_lab_and_server_proxy_are_installed(run_in_image):
         "python -c 'import jupyterlab, jupyter_server_proxy; print(jupyterlab.__version__)'"
     )
     assert out.startswith("4.")
+    # the Extension Manager installs nothing (its PyPI client cost every start a third of its time)
+    assert "extension_manager = 'readonly'" in run_in_image("jupyter lab --show-config")
     # The venv on PATH belongs to the user, so `pip install` works in a running server.
     site_packages = "/opt/labdeck/venv/lib/python3.11/site-packages"
     assert run_in_image(f"command -v python; test -w {site_packages} && echo writable") == (
