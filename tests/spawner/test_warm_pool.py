@@ -71,12 +71,18 @@ def test_a_default_start_gets_a_warm_server_with_the_users_folder(hub, make_user
     storage.mkdir(parents=True, exist_ok=True)
     (storage / "notes.txt").write_text("kept between servers\n")
 
+    log_before = len(hub.log_path.read_text(errors="replace"))
     with ThreadPoolExecutor(1) as pool:
         started = pool.submit(start, hub, alice)
         messages = " | ".join(follow_progress(hub, alice.name))
         c = started.result()
     assert "Handing you a running server on host local" in messages, messages
     assert "Creating container" not in messages
+    # while the hub waited, the server left it alone: no version check, no activity report yet
+    activity = f"POST /hub/api/users/{alice.name}/activity"
+    during_start = hub.log_path.read_text(errors="replace")[log_before:]
+    assert activity not in during_start
+    assert f"GET /hub/api (@{c.attrs['NetworkSettings']['IPAddress']})" not in during_start
     # the claimed container: renamed for its user, recorded under its own ID, the user's folder inside
     assert c.name == f"{INSTANCE}-nb-{alice.name}" and c.labels["labdeck.pool"] == "standby"
     workload_id = c.labels["labdeck.id"]
@@ -94,6 +100,8 @@ def test_a_default_start_gets_a_warm_server_with_the_users_folder(hub, make_user
     lab = s.get(f"{hub.url}/user/{alice.name}/lab", timeout=60)
     assert lab.status_code == 200 and "JupyterLab" in page_text(lab)
     assert s.get(f"{hub.url}/user/{alice.name}/api/contents/notes.txt", timeout=30).json()["name"] == "notes.txt"
+    # ... and reports its activity later, as every server does
+    wait_for(lambda: activity in hub.log_tail(5000), 30, "the server's first activity report")
     # the pool replaces what was claimed
     replaced = waiting(hub, 2)
     assert workload_id not in {w.labels["labdeck.id"] for w in replaced}
