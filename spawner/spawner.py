@@ -43,6 +43,10 @@ from .warm_claims import SERVER_PORT, WarmClaims
 from .warm_server import WarmServer, release
 
 KIND = "notebook"
+# Jupyter's runtime files (cookie secret, server info, kernels' connection files) live in the
+# container's /dev/shm: a server writes three at start-up, and with someone's snapshot filling
+# the disk, creating a file there took 4.5 ms (median) to 34 ms, against 0.3 ms in memory.
+RUNTIME_DIR = "/dev/shm/jupyter-runtime"
 
 
 class LabdeckSpawner(WarmClaims, DockerSpawner):
@@ -324,6 +328,11 @@ class LabdeckSpawner(WarmClaims, DockerSpawner):
             500, f"The server exited during start-up (exit code {info['State']['ExitCode']}): "
                  + (" | ".join(tail) or "no output")
         )
+
+    def get_env(self):
+        env = super().get_env()
+        env.setdefault("JUPYTER_RUNTIME_DIR", RUNTIME_DIR)  # c.Spawner.environment may set another
+        return env
 
     async def get_object(self):
         """The container, by its ID once known: a claimed warm server is renamed in the

@@ -139,6 +139,8 @@ def test_start_through_form_gives_hardened_limited_container(hub, make_user, not
 
     # inside: not root, own storage writable, shared data readable but not writable
     assert run_in(c, "id -u")[1].strip() == "1000"
+    # the server's runtime files are in memory, not on the disk a snapshot may be filling
+    assert re.search(r"^jpserver-\d+\.json$", run_in(c, "ls /dev/shm/jupyter-runtime")[1], re.M)
     assert run_in(c, "echo hi > /home/jovyan/work/hello.txt")[0] == 0
     assert run_in(c, "cat /data/mnist/README")[1] == "handwritten digits\n"
     code, out = run_in(c, "touch /data/mnist/x")

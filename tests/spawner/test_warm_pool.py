@@ -91,6 +91,7 @@ def test_a_default_start_gets_a_warm_server_with_the_users_folder(hub, make_user
         assert (w.user, w.state, w.container_id) == (alice.name, "running", c.id)
         assert s.query(Allocation).filter_by(workload_id=workload_id).one().user == alice.name
     assert run_in(c, "cat /home/jovyan/work/notes.txt") == (0, "kept between servers\n")
+    assert "jupyter_cookie_secret" in run_in(c, "ls /dev/shm/jupyter-runtime")[1]  # runtime files in memory
     assert run_in(c, "echo from the server > /home/jovyan/work/made-inside.txt")[0] == 0
     assert (storage / "made-inside.txt").read_text() == "from the server\n"
     hc = c.attrs["HostConfig"]
