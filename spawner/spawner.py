@@ -259,6 +259,9 @@ class LabdeckSpawner(WarmClaims, DockerSpawner):
             if served is not None:
                 return served
         self._slot = None
+        pool = self._warm_pool
+        if pool is not None:
+            pool.cold_start_began()
         try:
             ip, port = await super().start()
             await asyncio.to_thread(mark_running, self.platform, self.workload_id, self.object_name, self.object_id)
@@ -267,6 +270,8 @@ class LabdeckSpawner(WarmClaims, DockerSpawner):
         finally:
             if self._slot is not None:
                 self._slot.release()
+            if pool is not None:
+                pool.cold_start_ended()
         self.progress_log.add(95, "JupyterLab is answering")
         self.progress_log.finish()
         return ip, port

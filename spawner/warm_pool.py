@@ -85,8 +85,8 @@ class WarmPool(LoggingConfigurable):
 
     refill_delay = Float(
         2.0,
-        help="Seconds after the last claim before claimed servers are replaced, so that a burst "
-             "of starts gets the CPU first.",
+        help="Seconds after the last claim, and after the last cold start ended, before claimed "
+             "servers are replaced, so that a burst of starts gets the CPU first.",
     ).tag(config=True)
 
     standby_timeout = Float(
@@ -111,7 +111,8 @@ class WarmPool(LoggingConfigurable):
         self.ready: dict[str, list[WarmServer]] = {}  # host -> warm servers waiting for a claim
         self.hosts: list = []  # the hosts served (empty: the pool is off)
         self.targets: dict[str, int] = {}  # host -> warm servers to keep (spawner/warm_demand.py)
-        self._last_claim = 0.0
+        self._last_claim = 0.0  # or the last cold start's end
+        self._cold_starts = 0  # under way on this hub: refills wait for them
         self._refill: asyncio.Task | None = None
         self._wake = asyncio.Event()
 
@@ -149,6 +150,17 @@ class WarmPool(LoggingConfigurable):
                 self._wake.set()
                 return self.ready[host.name].pop(0)
         return None
+
+    def cold_start_began(self) -> None:
+        self._cold_starts += 1
+
+    def cold_start_ended(self) -> None:
+        """Refills wait until no cold start is under way: in a burst larger than the pool they
+        would take the CPU from the people waiting (the first burst of ten here took 1.10x
+        stock's time with refills beside it)."""
+        self._cold_starts -= 1
+        self._last_claim = time.monotonic()
+        self._wake.set()
 
     # ---- start-up ----
 
@@ -267,8 +279,8 @@ class WarmPool(LoggingConfigurable):
             measured = False
             while True:
                 quiet = self._last_claim + self.refill_delay - time.monotonic()
-                if quiet > 0:
-                    await asyncio.sleep(quiet)
+                if quiet > 0 or self._cold_starts:
+                    await asyncio.sleep(quiet if quiet > 0 else self.refill_delay)
                     continue
                 if not measured:  # once the burst is over: it is all in the table now
                     await self._update_targets()

@@ -1,11 +1,14 @@
-"""Which starts the warm pool serves: only those a running container can become (pure logic)."""
+"""Which starts the warm pool serves: only those a running container can become, and when it
+refills (pure logic)."""
 
+import asyncio
 import os
 
 import pytest
 
 from services.identity import Requester
 from services.options import validate_request
+from spawner import warm_server
 from spawner.bind_mounts import bind, is_mount_point
 from spawner.warm_pool import WarmPool
 from spawner.warm_server import WarmServer, remove_folder
@@ -87,3 +90,34 @@ def test_removing_a_slot_unmounts_the_users_folder_and_keeps_its_files(tmp_path)
     remove_folder(slot)
     assert not os.path.exists(slot) and not is_mount_point(str(tmp_path / "real" / "slots" / "nb-1"))
     assert (home / "notes.txt").read_text() == "mine"
+
+
+def test_refills_wait_until_no_cold_start_is_under_way(pool, monkeypatch):
+    """In a burst larger than the pool, replacing claimed servers would take the CPU from the
+    people still waiting for a cold start."""
+    host = pool.hosts[0]
+    made = []
+
+    async def create(platform, on_host, blueprint):
+        made.append(on_host.name)
+        return object()
+
+    async def same_targets():
+        pass
+
+    monkeypatch.setattr(warm_server, "create", create)
+    monkeypatch.setattr(pool, "_update_targets", same_targets)
+    pool.hosts, pool.ready, pool.targets, pool.refill_delay = [host], {host.name: []}, {host.name: 1}, 0.05
+
+    async def scenario():
+        pool.cold_start_began()
+        refill = asyncio.ensure_future(pool._refill_forever())
+        pool._wake.set()
+        await asyncio.sleep(0.4)
+        waited = list(made)
+        pool.cold_start_ended()
+        await asyncio.sleep(0.4)
+        refill.cancel()
+        return waited
+
+    assert asyncio.run(scenario()) == [] and made == [host.name]
