@@ -80,7 +80,8 @@ def _int(value, default=0) -> int:
 
 def end_reason(obs: Observed | None) -> str:
     """Why a workload whose container is not running ended, in the words users see."""
-    if obs is None:
+    # seen while Docker removes it (someone ran `docker rm -f`): it is vanishing
+    if obs is None or obs.status.startswith("Removal In Progress"):
         return "lost: container vanished"
     exited = re.match(r"Exited \((-?\d+)\)", obs.status)
     if exited:
