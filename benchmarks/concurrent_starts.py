@@ -33,9 +33,10 @@ import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
-    OURS, STOCK, CpuMeter, HubPair, ReadyWatcher, container_name, engine_cpu_weight, start_server, stop_servers,
+    OURS, STOCK, HubPair, ReadyWatcher, container_name, start_server, stop_servers,
     timeline, wait_until_gone,
 )
+from benchmarks.cpu_accounting import CpuMeter, engine_cpu_weight  # noqa: E402
 from benchmarks.start_latency import summary  # noqa: E402
 
 INSTANCE = "labdeckbench2"

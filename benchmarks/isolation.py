@@ -43,7 +43,8 @@ from pathlib import Path
 import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import HubPair, OURS, STOCK, container_name, engine_cpu_weight, timed_start, timeline  # noqa: E402
+from benchmarks.common import HubPair, OURS, STOCK, container_name, timed_start, timeline  # noqa: E402
+from benchmarks.cpu_accounting import engine_cpu_weight  # noqa: E402
 from benchmarks.start_latency import summary  # noqa: E402
 from tests.hubtools import ServiceClient, wait_for  # noqa: E402
 
