@@ -132,3 +132,9 @@ c.ImageCatalog.platform_images = [
 # ---- site settings last ----
 if _extra:
     load_subconfig(_extra)  # noqa: F821 (injected by traitlets)
+
+# ---- CPU weight, with the site's settings: the hub (with its proxy and service) and the servers
+# people wait for get the CPU before the engine's long operations (services/cpu_groups.py) ----
+from spawner.cpu_weight import weigh_the_hub  # noqa: E402
+
+weigh_the_hub(c)

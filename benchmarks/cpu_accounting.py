@@ -86,9 +86,10 @@ def machine_cpu() -> tuple[float, float]:
 
 
 def container_cpu(container_id: str) -> float:
-    """CPU seconds a running container has used (cgroup v1 cpuacct; NaN where not found)."""
-    for path in (f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage",
-                 f"/sys/fs/cgroup/cpu,cpuacct/docker/{container_id}/cpuacct.usage"):
+    """CPU seconds a running container has used (cgroup v1 cpuacct; NaN where not found): in
+    Docker's group, or under labdeck's group of notebooks and debug sessions (services/cpu_groups.py)."""
+    for path in (f"/sys/fs/cgroup/{hierarchy}/{parent}/{container_id}/cpuacct.usage"
+                 for hierarchy in ("cpuacct", "cpu,cpuacct") for parent in ("docker", "labdeck-interactive")):
         try:
             return int(Path(path).read_text()) / 1e9
         except OSError:

@@ -10,6 +10,7 @@ from docker.types import DeviceRequest, Mount as DockerMount
 from traitlets import Dict, Integer, List, Unicode
 from traitlets.config import LoggingConfigurable
 
+from .cpu_groups import CpuGroups
 from .ledger import Placement
 from .paths import Mount
 from .resources import GPU_SOURCE_DETECTED, Host
@@ -90,6 +91,21 @@ class ContainerRecipe(LoggingConfigurable):
         (start_engine in ./labdeck). Kinds not listed keep the default.""",
     ).tag(config=True)
 
+    interactive_kinds = List(
+        Unicode(),
+        ["notebook", "debug"],
+        help="""Workload kinds someone sits waiting for: on the hub's own engine they run under
+        CpuGroups.interactive_group, ahead of the engine's long operations and of batch work.""",
+    ).tag(config=True)
+
+    def cgroup_parent(self, host: Host, kind: str) -> str:
+        """The cgroup a container of this kind runs under on this host ("": Docker's own)."""
+        if not host.is_local or kind not in self.interactive_kinds:
+            return ""
+        if not hasattr(self, "_cpu_groups"):
+            self._cpu_groups = CpuGroups(parent=self)
+        return self._cpu_groups.interactive_parent()
+
     def capabilities_for(self, image_labels: dict | None) -> list[str]:
         """Capabilities the image declares it needs, all of which must be allowed."""
         wanted = [c.strip().upper() for c in (image_labels or {}).get(CAPABILITIES_LABEL, "").split(",") if c.strip()]
@@ -160,6 +176,8 @@ class ContainerRecipe(LoggingConfigurable):
             "device_requests": device_requests or None,
             "auto_remove": False,  # keep the exit status until the platform has read it
         }
+        if parent := self.cgroup_parent(host, labels.get("labdeck.kind", "")):
+            host_config["cgroup_parent"] = parent
         create_kwargs = {"environment": environment, "detach": True}
         if ports:
             host_config["port_bindings"] = {p: (host.address, hp) if hp else (host.address,) for p, hp in ports.items()}

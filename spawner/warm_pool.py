@@ -33,7 +33,6 @@ How it stays safe:
 import asyncio
 import atexit
 import os
-import sys
 import time
 
 from docker.errors import DockerException
@@ -45,6 +44,7 @@ from services.models import Workload, WorkloadState
 from services.options import WorkloadRequest
 
 from . import bind_mounts, warm_demand, warm_server
+from .hub_process import running_hub
 from .warm_server import KIND, WORK, Blueprint, WarmServer
 
 
@@ -300,14 +300,13 @@ class WarmPool(LoggingConfigurable):
 def start_with_hub() -> None:
     """Called from jupyterhub_config.py: start the pool as soon as the hub runs. The labdeck
     service reads the same file; it has no hub and starts nothing."""
-    hub_app = sys.modules.get("jupyterhub.app")  # not imported here: only the hub has it loaded
-    if hub_app is None or not hub_app.JupyterHub.initialized():
+    hub = running_hub()
+    if hub is None:
         return
     try:
         loop = asyncio.get_running_loop()  # the hub loads its config inside its event loop
     except RuntimeError:
         return
-    hub = hub_app.JupyterHub.instance()
 
     def start():
         from .spawner import LabdeckSpawner

@@ -2,6 +2,7 @@
 
 import pytest
 
+from services.cpu_groups import CpuGroups
 from services.ledger import Placement
 from services.paths import Mount
 from services.recipe import RecipeError, workload_labels
@@ -108,3 +109,25 @@ def test_people_waiting_get_the_cpu_before_batch_work(recipe, kind, shares):
     spec = recipe.build(name="labdeck-x", image="img", image_labels={}, host=host(GPU_SOURCE_DECLARED),
                         placement=placement(), labels={"labdeck.kind": kind})
     assert spec.host_config["cpu_shares"] == shares
+
+
+@pytest.mark.parametrize("kind, docker_url, prepared, parent", [
+    ("notebook", "unix:///var/run/docker.sock", True, "/labdeck-interactive"),
+    ("debug", "unix:///var/run/docker.sock", True, "/labdeck-interactive"),
+    ("job", "unix:///var/run/docker.sock", True, None),  # batch work stays in Docker's group
+    ("cache", "unix:///var/run/docker.sock", True, None),
+    ("notebook", "tcp://10.0.0.5:2376", True, None),  # the hub cannot weigh a remote host's groups
+    ("notebook", "unix:///var/run/docker.sock", False, None),  # not prepared: no root, systemd's driver
+])
+def test_servers_people_wait_for_run_in_the_interactive_group(tmp_path, kind, docker_url, prepared, parent):
+    root = tmp_path / "cgroup"
+    (root / "cpu").mkdir(parents=True)
+    (root / "cpu" / "cpu.shares").write_text("1024\n")
+    recipe = make_platform(tmp_path, CpuGroups__cgroup_root=str(root)).recipe
+    if prepared:  # as the hub does when it starts
+        CpuGroups(cgroup_root=str(root)).prepare_interactive("cgroupfs")
+    h = Host(name="h", region="r", docker_url=docker_url, tls=None, address="127.0.0.1", cpus=16,
+             memory_mb=65536, gpus=(), gpu_source=GPU_SOURCE_DECLARED)
+    spec = recipe.build(name="labdeck-x", image="img", image_labels={}, host=h, placement=placement(),
+                        labels={"labdeck.kind": kind})
+    assert spec.host_config.get("cgroup_parent") == parent
