@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from .cache_source import IO_BLOCK, Cancelled, CopyError, Source, SourceFile, libc
+from .cpu_groups import in_the_background
 
 PART = ".labdeck-part"
 _WRITE = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC  # read too: the digest of a finished part
@@ -199,6 +200,7 @@ class CopyTask:
         self._made.add(head)
 
     def _work(self, files: deque, chunks: deque) -> None:
+        in_the_background()  # the service shares the hub's heavy CPU group (services/cpu_groups.py)
         tally = _Tally(self)
         try:
             while not (self._stop.is_set() or self.cancel.is_set()):

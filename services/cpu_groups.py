@@ -18,11 +18,14 @@ notebooks and debug sessions fill every core (their CPU limits add up to the hos
 engine weighs 1/32 of them and its work waits longer; a warm start needs none of it.
 """
 
+import os
+import threading
 from pathlib import Path
 
 from traitlets import Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
+BACKGROUND_NICE = 10  # a thread at nice 10 weighs 110 against 1024 at nice 0
 V1_DEFAULT_SHARES = 1024  # cgroup v1 cpu.shares of a plain process or group
 V2_DEFAULT_WEIGHT = 100  # cgroup v2 cpu.weight of the same
 
@@ -110,3 +113,14 @@ class CpuGroups(LoggingConfigurable):
         if found is None or not (found[0] / found[1]).exists():
             return ""
         return "/" + self.interactive_group
+
+
+def in_the_background() -> None:
+    """Lower the calling thread's CPU weight to BACKGROUND_NICE: for long work done by a
+    process of the platform's group (a cache copy in the labdeck service), which would
+    otherwise take the group's weight from the hub's and service's own requests."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(BACKGROUND_NICE, os.getpriority(os.PRIO_PROCESS, tid)))
+    except (OSError, AttributeError):
+        pass  # not Linux: threads have no priority of their own

@@ -16,6 +16,7 @@ import pytest
 
 from services import cache_local, cache_sources
 from services.cache_copy import CopyTask, Progress
+from services.cpu_groups import BACKGROUND_NICE
 from services.cache_source import CopyError, SourceFile
 from services.cache_local import local_source
 
@@ -575,3 +576,24 @@ def test_max_rate_paces_the_copy_and_cancel_still_stops_it(tmp_path):
     cancel.set()
     thread.join(2)
     assert not thread.is_alive()  # stopped within the pacing's quarter second, not after 10 s
+
+
+def test_copies_run_at_a_background_priority(tmp_path):
+    """The service shares the hub's heavy CPU group: its copy threads must not take that
+    weight from the hub's requests (services/cpu_groups.py)."""
+    root = tmp_path / "src"
+    root.mkdir()
+    for i in range(4):
+        (root / f"f{i}").write_bytes(os.urandom(64 * 1024))
+    source = local_source(str(root))
+    seen, copy_range = set(), source.copy_range
+
+    def noting(*args, **kwargs):
+        seen.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return copy_range(*args, **kwargs)
+
+    source.copy_range = noting
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    copy(source, tmp_path / "cache", large_file=1, chunk_size=16 * 1024)
+    assert seen == {max(before, BACKGROUND_NICE)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before

@@ -1,10 +1,12 @@
 """CPU weight groups on fake cgroup file systems, v1 and v2 (the real one: tests/spawner/test_cpu_weight.py)."""
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
 
-from services.cpu_groups import CpuGroups
+from services.cpu_groups import BACKGROUND_NICE, CpuGroups, in_the_background
 
 
 def cgroup_fs(tmp_path, layout: str) -> Path:
@@ -70,3 +72,19 @@ def test_empty_group_names_turn_it_off(tmp_path):
     assert not groups.join_platform_group(4242)
     assert groups.prepare_interactive("cgroupfs") == "" and groups.interactive_parent() == ""
     assert sorted(p.name for p in (root / "cpu").iterdir()) == ["cpu.shares"]
+
+
+def test_background_work_lowers_only_its_own_threads_weight():
+    seen = {}
+
+    def work():
+        in_the_background()
+        seen["worker"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert seen["worker"] == max(before, BACKGROUND_NICE)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # the caller's thread keeps its own
+
