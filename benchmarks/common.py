@@ -125,8 +125,8 @@ def wait_for_full_pool(hub: HubProcess, instance: str) -> None:
     from spawner.warm_claims import SERVER_PORT
     from spawner.warm_pool import WarmPool
 
-    local = [h for h in hub.platform.resources.all_hosts() if h.is_local]
-    wait_for_warm_servers(hub, sum(WarmPool(hub.platform, SERVER_PORT).targets_for(local).values()), instance)
+    pool = WarmPool(hub.platform, SERVER_PORT)
+    wait_for_warm_servers(hub, sum(pool.targets_for(pool.local_hosts()).values()), instance)
 
 
 def containers_left(instance_label: str) -> list:

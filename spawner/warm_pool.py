@@ -166,7 +166,7 @@ class WarmPool(LoggingConfigurable):
 
     async def start(self) -> None:
         """Check the machine, replace what an earlier hub left, and fill the pool."""
-        hosts = [h for h in self.platform.resources.all_hosts() if h.is_local and h.online]
+        hosts = self.local_hosts()
         why_not = self._why_off(hosts)
         if why_not:
             self.log.info("Warm server pool off: %s", why_not)
@@ -249,6 +249,11 @@ class WarmPool(LoggingConfigurable):
                         self.log.warning("Warm server pool: could not remove %s: %s", folder, e)
 
     # ---- keeping it full ----
+
+    def local_hosts(self) -> list:
+        """The hosts a pool can serve: those on the hub's own engine (the claim bind-mounts the
+        user's folder on this machine) that answered their last probe."""
+        return [h for h in self.platform.resources.all_hosts() if h.is_local and h.online]
 
     def targets_for(self, hosts) -> dict[str, int]:
         """Warm servers to keep per host: ``size``, or more after a burst of starts in its

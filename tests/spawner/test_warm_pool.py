@@ -32,7 +32,7 @@ def target(hub) -> int:
     """How many warm servers the hub's pool keeps on "local" now: its size, or more after the
     bursts of starts earlier tests made (the product's own reading of the workloads table)."""
     pool = WarmPool(hub.platform, SERVER_PORT)
-    return pool.targets_for([h for h in hub.platform.resources.all_hosts() if h.is_local])["local"]
+    return pool.targets_for(pool.local_hosts())["local"]
 
 
 def control_socket(hub, container) -> str:
