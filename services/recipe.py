@@ -5,6 +5,7 @@ from :meth:`ContainerRecipe.build`, so limits, capabilities and labels never dri
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from docker.types import DeviceRequest, Mount as DockerMount
 from traitlets import Dict, Integer, List, Unicode
@@ -102,9 +103,11 @@ class ContainerRecipe(LoggingConfigurable):
         """The cgroup a container of this kind runs under on this host ("": Docker's own)."""
         if not host.is_local or kind not in self.interactive_kinds:
             return ""
-        if not hasattr(self, "_cpu_groups"):
-            self._cpu_groups = CpuGroups(parent=self)
-        return self._cpu_groups.interactive_parent()
+        return self.cpu_groups.interactive_parent()
+
+    @cached_property
+    def cpu_groups(self) -> CpuGroups:
+        return CpuGroups(parent=self)
 
     def capabilities_for(self, image_labels: dict | None) -> list[str]:
         """Capabilities the image declares it needs, all of which must be allowed."""
