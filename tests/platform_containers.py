@@ -23,7 +23,7 @@ class PlatformContainers:
         self.created = []
 
     def start(self, image, *, kind: str, id_prefix: str, memory_mb: int = 1024, env: dict | None = None,
-              ports: dict | None = None, command=None, entrypoint: list[str] | None = None):
+              ports: dict | None = None, command=None, entrypoint: list[str] | None = None, mounts=()):
         """A started container of ``image`` (a docker-py Image), one CPU and ``memory_mb``."""
         workload_id = new_workload_id(id_prefix)
         placement = Placement(workload_id, LOCAL.name, LOCAL.region, 1000, memory_mb, None, ())
@@ -32,7 +32,7 @@ class PlatformContainers:
         spec = self.recipe.build(
             name=f"{self.instance}-{workload_id}", image=image.id, image_labels=image.labels, host=LOCAL,
             placement=placement, labels={**labels, **self.test_labels}, env=env, ports=ports, command=command,
-            entrypoint=entrypoint,
+            entrypoint=entrypoint, mounts=list(mounts),
         )
         container = self.docker_client.containers.get(spec.create(self.docker_client.api))
         self.created.append(container)

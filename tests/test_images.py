@@ -4,14 +4,20 @@ The notebook_image and docker_client fixtures are conftest's: the first use runs
 """
 
 import importlib.util
+import json
+import os
 import re
+import socket
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import pytest
+import requests
 
+from services.paths import Mount
+from tests.hubtools import wait_for
 from tests.platform_containers import PlatformContainers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +85,45 @@ def test_a_container_made_by_the_recipe_logs_only_what_its_command_prints(docker
                                      command=["sh", "-c", "echo only this"])
         assert container.wait(timeout=60)["StatusCode"] == 0
         assert container.logs().decode() == "only this\n"
+    finally:
+        containers.remove_all()
+
+
+# what the hub's claim gives a server (spawner/warm_server.py); no hub answers at this address
+STANDBY_ENV = {"JUPYTERHUB_API_URL": "http://127.0.0.1:9/hub/api", "JUPYTERHUB_SERVICE_PREFIX": "/user/tester/",
+               "JUPYTERHUB_BASE_URL": "/", "JUPYTERHUB_USER": "tester", "JUPYTERHUB_API_TOKEN": "not-a-hub-token",
+               "JUPYTERHUB_CLIENT_ID": "jupyterhub-user-tester", "JUPYTERHUB_SERVER_NAME": "",
+               "JUPYTERHUB_OAUTH_CALLBACK_URL": "/user/tester/oauth_callback",
+               "JUPYTERHUB_SERVICE_URL": "http://0.0.0.0:8888/user/tester/", "JUPYTER_RUNTIME_DIR": "/dev/shm/rt"}
+
+
+@pytest.mark.integration
+def test_a_claimed_standby_server_says_listening_once_its_port_accepts_connections(docker_client, notebook_image,
+                                                                                   tmp_path):
+    """labdeck-standby tells the hub from inside Jupyter Server's port binding: never before it."""
+    control = tmp_path / "control"
+    control.mkdir(mode=0o700)
+    os.chown(control, 1000, 100)
+    containers = PlatformContainers(docker_client, "labdecktest-images", "images")
+    try:
+        container = containers.start(notebook_image, kind="notebook", id_prefix="nb", command=["labdeck-standby"],
+                                     env={"LABDECK_STANDBY_SECRET": "standby-secret"},
+                                     mounts=[Mount(str(control), "/run/labdeck-standby", False, "test")])
+        wait_for((control / "activate.sock").exists, 60, "the server to wait for its claim")
+        with socket.socket(socket.AF_UNIX) as hub:
+            hub.connect(str(control / "activate.sock"))
+            claim = {"secret": "standby-secret", "env": STANDBY_ENV, "argv": ["jupyterhub-singleuser"]}
+            hub.sendall(json.dumps(claim).encode() + b"\n")
+            hub.settimeout(60)
+            answers = hub.makefile()
+            assert json.loads(answers.readline()) == {"ok": True, "error": ""}
+            assert answers.readline() == "listening\n"
+            container.reload()
+            ip = container.attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+            socket.create_connection((ip, 8888), timeout=5).close()  # the first try: no retry
+            assert answers.readline() == ""  # then the standby closes the connection
+        r = requests.get(f"http://{ip}:8888/user/tester/api", timeout=30)
+        assert r.status_code == 200 and "version" in r.json()
     finally:
         containers.remove_all()
 
