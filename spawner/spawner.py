@@ -39,6 +39,7 @@ from services.start_slots import Slot, StartSlots
 from services.workloads import end_workload, mark_running, open_workload
 
 from .form import options_from_form, render_options_form
+from .server_address import ServerAddress
 from .warm_claims import SERVER_PORT, WarmClaims
 from .warm_server import WarmServer, release
 
@@ -49,7 +50,7 @@ KIND = "notebook"
 RUNTIME_DIR = "/dev/shm/jupyter-runtime"
 
 
-class LabdeckSpawner(WarmClaims, DockerSpawner):
+class LabdeckSpawner(ServerAddress, WarmClaims, DockerSpawner):
     readiness_interval = Float(
         0.1,
         help="Seconds between readiness checks of a starting server. The hub's own check backs "
@@ -356,16 +357,6 @@ class LabdeckSpawner(WarmClaims, DockerSpawner):
         if status is not None and self.workload_id and not getattr(self, "_end_reason", None):
             self._end_reason = "stopped: container gone" if status == 0 else f"stopped: {status}"
         return status
-
-    async def get_url(self):
-        """The server's current address (asked at hub start-up: it may have moved)."""
-        if not self.object_id:
-            return await super().get_url()
-        try:
-            ip, port = await self.get_ip_and_port()
-        except (APIError, RuntimeError, TypeError, KeyError):
-            return await super().get_url()
-        return f"http://{ip}:{port}{self.server.base_url if self.server else '/'}"
 
     async def stop(self, now=False):
         if not getattr(self, "_end_reason", None):

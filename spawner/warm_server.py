@@ -24,6 +24,7 @@ from services.paths import Mount
 from services.recipe import POOL_LABEL, workload_labels
 
 from . import bind_mounts
+from .server_address import network_ip, published
 
 KIND = "notebook"
 WORK = "/home/jovyan/work"
@@ -104,16 +105,18 @@ async def create(platform, host, blueprint: Blueprint) -> WarmServer:
     try:
         container_id = await platform.docker.run(host.name, spec.create)
         await platform.docker.call(host.name, "start", container_id)
-        binding = (await platform.docker.call(host.name, "port", container_id, b.port))[0]
+        info = await platform.docker.call(host.name, "inspect_container", container_id)
         await _wait_until_waiting(platform, host.name, container_id, os.path.join(control, SOCKET), b.timeout)
     except BaseException:
         if container_id:
             await remove_container(platform, host.name, container_id)
         await asyncio.to_thread(release, platform, workload_id)
         raise
-    ip = binding["HostIp"]
-    return WarmServer(workload_id, host.name, container_id, host.address if ip in ("0.0.0.0", "") else ip,
-                      int(binding["HostPort"]), secret, slot, control)
+    ip, port = network_ip(info, platform.recipe.network), b.port  # spawner/server_address.py says why
+    if not ip:
+        ip, port = published(info, b.port)
+        ip = host.address if ip in ("0.0.0.0", "") else ip
+    return WarmServer(workload_id, host.name, container_id, ip, port, secret, slot, control)
 
 
 def _make_folders(folders: tuple[str, str], uid: int, gid: int) -> None:

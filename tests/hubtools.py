@@ -5,6 +5,7 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -210,6 +211,19 @@ class HubProcess:
             return None  # the user itself is gone
         r.raise_for_status()
         return r.json().get("servers", {}).get("")
+
+    def server_address(self, user: str) -> tuple[str, int]:
+        """Where the hub (and its proxy route) reaches the user's default server: its database's
+        record, which the REST API does not show."""
+        db = sqlite3.connect(f"file:{self.data_dir / 'jupyterhub.sqlite'}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT servers.ip, servers.port FROM servers JOIN spawners ON spawners.server_id = "
+                             "servers.id JOIN users ON spawners.user_id = users.id WHERE users.name = ? AND "
+                             "spawners.name = ''", (user,)).fetchone()
+        finally:
+            db.close()
+        assert row, f"the hub has no server of {user}"
+        return row[0], row[1]
 
     def wait_for_server(self, user: str, timeout: float = 120) -> dict:
         """Wait until the user's server is ready; fail with the hub log if it does not start."""

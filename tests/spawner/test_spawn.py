@@ -38,6 +38,12 @@ def open_lab(session, hub, user):
     return session.get(f"{hub.url}/user/{user}/api/status", timeout=30)
 
 
+def bridge_address(container) -> tuple[str, int]:
+    """The server's own address on the engine's network (spawner/server_address.py)."""
+    container.reload()
+    return container.attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"], 8888
+
+
 def run_in(container, command, user="1000"):
     result = container.exec_run(["sh", "-c", command], user=user)
     return result.exit_code, result.output.decode()
@@ -172,6 +178,8 @@ def test_start_through_rest_api_and_form_prefill(hub, make_user, notebook_image)
     assert c.labels["labdeck.region"] == "east" and c.labels["labdeck.host"] == "east-1"
     assert c.labels["labdeck.gpu_model"] == "T4" and c.labels["labdeck.gpus"] == "0"
     assert c.attrs["HostConfig"]["Memory"] == int(1.5 * 2**30)
+    # the hub and its proxy reach it directly, not through the engine's docker-proxy
+    assert hub.server_address(carol.name) == bridge_address(c)
     project = hub.platform.paths.user_storage(carol.name) + "/project"
     assert {m["Destination"]: m["Source"] for m in c.attrs["Mounts"]}["/home/jovyan/work/project"] == project
     hub.stop_server(carol.name)
@@ -321,6 +329,7 @@ def test_hub_restart_keeps_server_running_reachable_and_its_gpu(hub, make_user, 
     assert model["ready"]
     after = the_container(gina.name)
     assert after.id == before.id
+    assert hub.server_address(gina.name) == bridge_address(after)
     assert held_gpus(hub) == gpus_before == [("local", int(before.labels["labdeck.gpus"]))]
     s = login_session(hub, gina.name, gina.password)
     assert open_lab(s, hub, gina.name).status_code == 200

@@ -16,7 +16,7 @@ from spawner.warm_pool import WarmPool
 from spawner.warm_server import SOCKET, pool_dir
 from tests.hubtools import (INSTANCE, containers_of, login_session, page_text, wait_for, wait_for_warm_servers,
                              warm_servers)
-from tests.spawner.test_spawn import follow_progress, run_in, the_container
+from tests.spawner.test_spawn import bridge_address, follow_progress, run_in, the_container
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +85,7 @@ def test_a_default_start_gets_a_warm_server_with_the_users_folder(hub, make_user
     assert f"GET /hub/api (@{c.attrs['NetworkSettings']['IPAddress']})" not in during_start
     # the claimed container: renamed for its user, recorded under its own ID, the user's folder inside
     assert c.name == f"{INSTANCE}-nb-{alice.name}" and c.labels["labdeck.pool"] == "standby"
+    assert hub.server_address(alice.name) == bridge_address(c)  # not through docker-proxy
     workload_id = c.labels["labdeck.id"]
     with hub.platform.db.session() as s:
         w = s.get(Workload, workload_id)
