@@ -11,6 +11,13 @@ DockerSpawner does (their networks are not routed to this machine).
 from docker.errors import APIError
 
 
+def ports_to_publish(host, port: int) -> dict[int, None] | None:
+    """What a server's container publishes: nothing on a local engine (reached on its network,
+    which also spares the engine a docker-proxy process per server at every start), else its
+    port on any free host port."""
+    return None if host.is_local else {port: None}
+
+
 def network_ip(info: dict | None, network: str) -> str:
     """The container's address on ``network`` from its inspect data, or "" (not attached to it)."""
     networks = ((info or {}).get("NetworkSettings") or {}).get("Networks") or {}

@@ -39,7 +39,7 @@ from services.start_slots import Slot, StartSlots
 from services.workloads import end_workload, mark_running, open_workload
 
 from .form import options_from_form, render_options_form
-from .server_address import ServerAddress
+from .server_address import ServerAddress, ports_to_publish
 from .warm_claims import SERVER_PORT, WarmClaims
 from .warm_server import WarmServer, release
 
@@ -236,7 +236,7 @@ class LabdeckSpawner(ServerAddress, WarmClaims, DockerSpawner):
                 name=self.object_name, image=self.image,
                 image_labels=(image_info.get("Config") or {}).get("Labels"), host=host,
                 placement=self._placement, labels=labels, mounts=self._request.mounts,
-                env=self.get_env(), command=await self.get_command(), ports={self.port: None},
+                env=self.get_env(), command=await self.get_command(), ports=ports_to_publish(host, self.port),
             )
         except RecipeError as e:
             raise web.HTTPError(400, f"image: {e}") from None

@@ -24,7 +24,7 @@ from services.paths import Mount
 from services.recipe import POOL_LABEL, workload_labels
 
 from . import bind_mounts
-from .server_address import network_ip, published
+from .server_address import network_ip, ports_to_publish, published
 
 KIND = "notebook"
 WORK = "/home/jovyan/work"
@@ -97,7 +97,7 @@ async def create(platform, host, blueprint: Blueprint) -> WarmServer:
         name=f"{platform.instance}-warm-{workload_id}", image=b.image,
         image_labels=(image_info.get("Config") or {}).get("Labels"), host=host, placement=placement,
         labels=labels, env={"LABDECK_STANDBY_SECRET": secret}, command=["labdeck-standby"],
-        ports={b.port: None},
+        ports=ports_to_publish(host, b.port),
         mounts=[Mount(slot, WORK, False, "warm-pool", propagation="rslave"),
                 Mount(control, CONTROL, False, "warm-pool")],
     )
@@ -106,17 +106,26 @@ async def create(platform, host, blueprint: Blueprint) -> WarmServer:
         container_id = await platform.docker.run(host.name, spec.create)
         await platform.docker.call(host.name, "start", container_id)
         info = await platform.docker.call(host.name, "inspect_container", container_id)
+        ip, port = _address(platform, host, info, b.port)
         await _wait_until_waiting(platform, host.name, container_id, os.path.join(control, SOCKET), b.timeout)
     except BaseException:
         if container_id:
             await remove_container(platform, host.name, container_id)
         await asyncio.to_thread(release, platform, workload_id)
         raise
-    ip, port = network_ip(info, platform.recipe.network), b.port  # spawner/server_address.py says why
-    if not ip:
-        ip, port = published(info, b.port)
-        ip = host.address if ip in ("0.0.0.0", "") else ip
     return WarmServer(workload_id, host.name, container_id, ip, port, secret, slot, control)
+
+
+def _address(platform, host, info: dict, port: int) -> tuple[str, int]:
+    """Where the hub reaches the server: on the engine's network, else its published port
+    (spawner/server_address.py says why)."""
+    ip = network_ip(info, platform.recipe.network)
+    if ip:
+        return ip, port
+    binding = published(info, port)
+    if binding is None:
+        raise WarmPoolError(f"no address on network {platform.recipe.network!r} and no published port")
+    return (host.address if binding[0] in ("0.0.0.0", "") else binding[0]), binding[1]
 
 
 def _make_folders(folders: tuple[str, str], uid: int, gid: int) -> None:

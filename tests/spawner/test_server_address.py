@@ -6,7 +6,7 @@ import types
 import pytest
 
 from services.resources import Host
-from spawner.server_address import ServerAddress, network_ip, published
+from spawner.server_address import ServerAddress, network_ip, ports_to_publish, published
 
 ATTACHED = {"NetworkSettings": {
     "Networks": {"bridge": {"IPAddress": "172.17.0.5"}},
@@ -61,3 +61,12 @@ class Spawner(ServerAddress, DockerSpawnerAnswer):
 ])
 async def test_local_servers_are_reached_on_the_engines_network(docker_url, host_name, info, address):
     assert await Spawner(docker_url, host_name, info).get_ip_and_port() == address
+
+
+@pytest.mark.parametrize("docker_url, ports", [
+    ("unix:///var/run/docker.sock", None),  # reached on the engine's network: nothing to publish
+    ("tcp://gpu-02:2376", {8888: None}),
+])
+def test_only_servers_on_other_machines_publish_their_port(docker_url, ports):
+    host = Host("h1", "default", docker_url, None, "127.0.0.1", 4, 4096, (), "declared")
+    assert ports_to_publish(host, 8888) == ports

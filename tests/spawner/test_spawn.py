@@ -180,6 +180,7 @@ def test_start_through_rest_api_and_form_prefill(hub, make_user, notebook_image)
     assert c.attrs["HostConfig"]["Memory"] == int(1.5 * 2**30)
     # the hub and its proxy reach it directly, not through the engine's docker-proxy
     assert hub.server_address(carol.name) == bridge_address(c)
+    assert not c.attrs["HostConfig"]["PortBindings"]  # so it publishes nothing (no docker-proxy)
     project = hub.platform.paths.user_storage(carol.name) + "/project"
     assert {m["Destination"]: m["Source"] for m in c.attrs["Mounts"]}["/home/jovyan/work/project"] == project
     hub.stop_server(carol.name)

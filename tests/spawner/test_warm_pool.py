@@ -86,6 +86,7 @@ def test_a_default_start_gets_a_warm_server_with_the_users_folder(hub, make_user
     # the claimed container: renamed for its user, recorded under its own ID, the user's folder inside
     assert c.name == f"{INSTANCE}-nb-{alice.name}" and c.labels["labdeck.pool"] == "standby"
     assert hub.server_address(alice.name) == bridge_address(c)  # not through docker-proxy
+    assert not c.attrs["HostConfig"]["PortBindings"]
     workload_id = c.labels["labdeck.id"]
     with hub.platform.db.session() as s:
         w = s.get(Workload, workload_id)
