@@ -24,23 +24,37 @@ def network_ip(info: dict | None, network: str) -> str:
     return (networks.get(network) or {}).get("IPAddress") or ""
 
 
-def published(info: dict, port: int) -> tuple[str, int] | None:
+def published(info: dict | None, port: int) -> tuple[str, int] | None:
     """The (host address, host port) a container port is published on, from its inspect data."""
-    bindings = ((info.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{port}/tcp") or []
+    bindings = (((info or {}).get("NetworkSettings") or {}).get("Ports") or {}).get(f"{port}/tcp") or []
     return (bindings[0]["HostIp"], int(bindings[0]["HostPort"])) if bindings else None
 
 
+def server_address(host, info: dict | None, network: str, port: int) -> tuple[str, int] | None:
+    """Where the hub reaches a container's ``port``: on a local engine, its address on
+    ``network``; else (or when it has none there) the port it publishes, on the host's address
+    when published on all of them. None: it cannot be reached."""
+    ip = network_ip(info, network) if host.is_local else ""
+    if ip:
+        return ip, port
+    binding = published(info, port)
+    if binding is None:
+        return None
+    return (host.address if binding[0] in ("0.0.0.0", "") else binding[0]), binding[1]
+
+
 class ServerAddress:
-    """Mixed into LabdeckSpawner, which provides ``platform``, ``host_name``, ``get_object`` and
-    DockerSpawner's ``get_ip_and_port``."""
+    """Mixed into LabdeckSpawner, which provides ``platform``, ``host_name`` and ``get_object``."""
 
     async def get_ip_and_port(self):
-        host = self.platform.resources.host(self.host_name) if self.host_name else None
-        if host is not None and host.is_local:
-            ip = network_ip(await self.get_object(), self.platform.recipe.network)
-            if ip:
-                return ip, self.port
-        return await super().get_ip_and_port()
+        if not self.host_name:  # no host recorded: DockerSpawner's own lookup
+            return await super().get_ip_and_port()
+        address = server_address(self.platform.resources.host(self.host_name), await self.get_object(),
+                                 self.platform.recipe.network, self.port)
+        if address is None:
+            raise RuntimeError(f"{self.object_name} has no address on network "
+                               f"{self.platform.recipe.network!r} and publishes no port {self.port}")
+        return address
 
     async def get_url(self):
         """The server's current address (asked at hub start-up: it may have moved)."""

@@ -24,7 +24,7 @@ from services.paths import Mount
 from services.recipe import POOL_LABEL, workload_labels
 
 from . import bind_mounts
-from .server_address import network_ip, ports_to_publish, published
+from .server_address import ports_to_publish, server_address
 
 KIND = "notebook"
 WORK = "/home/jovyan/work"
@@ -117,15 +117,10 @@ async def create(platform, host, blueprint: Blueprint) -> WarmServer:
 
 
 def _address(platform, host, info: dict, port: int) -> tuple[str, int]:
-    """Where the hub reaches the server: on the engine's network, else its published port
-    (spawner/server_address.py says why)."""
-    ip = network_ip(info, platform.recipe.network)
-    if ip:
-        return ip, port
-    binding = published(info, port)
-    if binding is None:
+    address = server_address(host, info, platform.recipe.network, port)
+    if address is None:
         raise WarmPoolError(f"no address on network {platform.recipe.network!r} and no published port")
-    return (host.address if binding[0] in ("0.0.0.0", "") else binding[0]), binding[1]
+    return address
 
 
 def _make_folders(folders: tuple[str, str], uid: int, gid: int) -> None:

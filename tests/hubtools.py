@@ -167,9 +167,12 @@ class HubProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def restart(self, extra_config: str = "") -> None:
-        """Stop and start again, with ``extra_config`` lines appended to the test config."""
+    def restart(self, extra_config: str = "", while_stopped=None) -> None:
+        """Stop and start again, with ``extra_config`` lines appended to the test config;
+        ``while_stopped()`` runs in between."""
         self.stop()
+        if while_stopped is not None:
+            while_stopped()
         self.extra_config = extra_config
         self._platform = None
         self.start()
@@ -224,6 +227,17 @@ class HubProcess:
             db.close()
         assert row, f"the hub has no server of {user}"
         return row[0], row[1]
+
+    def record_server_address(self, user: str, ip: str, port: int) -> None:
+        """Change where the hub's database says the user's server is (the hub must be stopped)."""
+        db = sqlite3.connect(self.data_dir / "jupyterhub.sqlite")
+        try:
+            with db:
+                db.execute("UPDATE servers SET ip = ?, port = ? WHERE id = (SELECT spawners.server_id FROM spawners "
+                           "JOIN users ON spawners.user_id = users.id WHERE users.name = ? AND spawners.name = '')",
+                           (ip, port, user))
+        finally:
+            db.close()
 
     def wait_for_server(self, user: str, timeout: float = 120) -> dict:
         """Wait until the user's server is ready; fail with the hub log if it does not start."""

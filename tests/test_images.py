@@ -99,8 +99,11 @@ STANDBY_ENV = {"JUPYTERHUB_API_URL": "http://127.0.0.1:9/hub/api", "JUPYTERHUB_S
 
 @pytest.mark.integration
 def test_a_claimed_standby_server_says_listening_once_its_port_accepts_connections(docker_client, notebook_image,
-                                                                                   tmp_path):
+                                                                                   run_in_image, tmp_path):
     """labdeck-standby tells the hub from inside Jupyter Server's port binding: never before it."""
+    # the method it wraps is there (else it would fall back to polling the port from a thread)
+    assert run_in_image("python3 -c 'from jupyter_server.serverapp import ServerApp; "
+                        "print(callable(ServerApp._bind_http_server))'") == "True"
     control = tmp_path / "control"
     control.mkdir(mode=0o700)
     os.chown(control, 1000, 100)

@@ -324,7 +324,9 @@ def test_hub_restart_keeps_server_running_reachable_and_its_gpu(hub, make_user, 
     before = the_container(gina.name)
     gpus_before = held_gpus(hub)
 
-    hub.restart()
+    # as a hub of the previous version recorded it: the published port; the restarted hub asks
+    # the spawner where the server is and moves its record and proxy route
+    hub.restart(while_stopped=lambda: hub.record_server_address(gina.name, "127.0.0.1", 1))
 
     model = hub.wait_for_server(gina.name, timeout=60)
     assert model["ready"]
